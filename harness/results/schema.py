@@ -37,7 +37,7 @@ COLUMN_SPECS: tuple[Column, ...] = (
     _C("decode_tok_s", "tok/s", "(output_tokens - 1) / (last token time - first token time)"),
     _C("e2e_s", "s", "prompt submitted -> last token"),
     # --- memory (sampled by the parent process from outside the worker) --------------------------
-    _C("peak_rss_mb", "MiB", "peak resident set size of the worker during this sample"),
+    _C("peak_rss_mb", "MiB", "peak resident set size of the worker during this sample (max of 10 ms polls and kernel VmHWM)"),
     # --- quality --------------------------------------------------------------------------------
     _C("rouge1_f", "0-1", "ROUGE-1 F, best over references"),
     _C("rouge2_f", "0-1", "ROUGE-2 F, best over references"),
@@ -67,8 +67,8 @@ COLUMN_SPECS: tuple[Column, ...] = (
     # --- detail: memory and device state --------------------------------------------------------
     _C("rss_before_load_mb", "MiB", "worker RSS before the model was loaded"),
     _C("rss_after_load_mb", "MiB", "worker RSS right after load"),
-    _C("peak_uss_mb", "MiB", "unique set size at the end of the sample (Linux/macOS/Windows)"),
-    _C("peak_pss_mb", "MiB", "proportional set size at the end of the sample (Linux)"),
+    _C("uss_mb", "MiB", "worker unique set size at the end of the sample (where the OS gives it)"),
+    _C("pss_mb", "MiB", "worker proportional set size at the end of the sample (Linux)"),
     _C("model_file_mb", "MiB", "size of the weight file(s) on disk"),
     _C("mmap", "", "true when weights are memory-mapped (file pages then count in RSS)"),
     _C("cpu_mhz_start", "MHz", "mean current CPU frequency before the sample (where the OS exposes it)"),

@@ -1,0 +1,89 @@
+"""`harness models`: list the models a run can name; `harness models pull ID…`: fetch them now.
+
+python -m harness models [--models-file F]
+python -m harness models pull ID [ID …] [--offline] [--models-file F]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from harness.errors import HarnessError
+from harness.models.registry import load_models, select_models
+from harness.models.sources import cache_dir, describe_source, is_ready, local_size, resolve
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "models",
+        help="list models (id, backend, quant, source, size, ready); `models pull ID` fetches weights",
+        description="List the models in models.yaml and this machine's registered.yaml, "
+        "with whether their weights are in the cache.",
+    )
+    parser.add_argument(
+        "--models-file", type=Path, default=None, help="models.yaml to read (default: the shipped one)"
+    )
+    parser.set_defaults(func=_list)
+    sub = parser.add_subparsers(dest="models_command", metavar="{pull}")
+    pull = sub.add_parser(
+        "pull",
+        help="download / generate the weights of the named models into the cache",
+        description="Fetch each model into the cache (verifying sha256) and print its local path.",
+    )
+    pull.add_argument("ids", nargs="+", metavar="ID", help="model ids, as in `harness models`")
+    pull.add_argument(
+        "--offline", action="store_true", help="never touch the network; fail for models not cached"
+    )
+    # SUPPRESS: without it the subparser's default would overwrite `models --models-file F pull …`.
+    pull.add_argument("--models-file", type=Path, default=argparse.SUPPRESS, help="models.yaml to read")
+    pull.set_defaults(func=_pull)
+
+
+def _list(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    entries = load_models(args.models_file)
+    table = Table(title="Models", title_justify="left")
+    # Fold rather than truncate: a cut-off id could not be pasted into --models.
+    for name in ("id", "backend", "quant", "source"):
+        table.add_column(name, overflow="fold")
+    table.add_column("size MB", justify="right", overflow="fold")
+    table.add_column("ready", overflow="fold")
+    table.add_column("default", overflow="fold")
+    for entry in entries.values():
+        size = local_size(entry)
+        table.add_row(
+            entry.id,
+            entry.backend,
+            entry.quant,
+            describe_source(entry),
+            f"{size / 1e6:.1f}" if size is not None else "",
+            "yes" if is_ready(entry) else "no",
+            "yes" if entry.default else "",
+        )
+    console = Console()
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = 200  # piped to a file or grep: one line per model beats rich's 80-column default
+    console.print(table)
+    console.print(f"cache: {cache_dir()}  (set HARNESS_CACHE to move it)", highlight=False)
+    return 0
+
+
+def _pull(args: argparse.Namespace) -> int:
+    entries = load_models(args.models_file)
+    chosen = select_models(entries, args.ids)  # every id is checked before anything is downloaded
+    failed = 0
+    for entry in chosen:
+        try:
+            path = resolve(entry, offline=args.offline, progress=sys.stdout.isatty())
+        except HarnessError as exc:
+            # Keep going: one unreachable model should not stop the others from being fetched.
+            print(f"harness models pull: error: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"{entry.id}: {path}")
+    return 2 if failed else 0

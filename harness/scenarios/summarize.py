@@ -1,0 +1,80 @@
+"""The summarisation scenario: fit a talk into the model's context, then generate its summary.
+
+Runs inside the worker process. Backend-agnostic: it only uses the Backend protocol.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from harness.backends.base import Backend, GenerationRequest, GenerationResult
+from harness.errors import HarnessError
+from harness.prompts import PromptTemplate, RenderedPrompt
+
+
+@dataclass(frozen=True)
+class SummarizeConfig:
+    max_new_tokens: int = 256
+    min_new_tokens: int = 0  # >0 ignores EOS until reached: fixed-length throughput runs
+
+
+@dataclass(frozen=True)
+class PreparedPrompt:
+    rendered: RenderedPrompt
+    ids: list[int]
+    truncated: bool
+    input_chars: int  # characters of talk text actually in the prompt
+
+
+class SummarizeScenario:
+    def __init__(self, backend: Backend, template: PromptTemplate, n_ctx: int, config: SummarizeConfig) -> None:
+        self.backend = backend
+        self.template = template
+        self.n_ctx = n_ctx
+        self.config = config
+
+    @property
+    def prompt_budget(self) -> int:
+        """Most prompt tokens that still leave room for max_new_tokens in the context."""
+        return self.n_ctx - self.config.max_new_tokens
+
+    def _encode(self, text: str) -> tuple[RenderedPrompt, list[int]]:
+        rendered = self.template.render(text)
+        return rendered, self.backend.tokenize_prompt(rendered)
+
+    def prepare(self, text: str) -> PreparedPrompt:
+        """Render `text`; when too long, keep the longest prefix whose prompt fits (binary search on chars)."""
+        budget = self.prompt_budget
+        if budget <= 0:
+            raise HarnessError(
+                f"max_new_tokens {self.config.max_new_tokens} leaves no room for a prompt in n_ctx {self.n_ctx}; "
+                "lower --max-new-tokens"
+            )
+        rendered, ids = self._encode(text)
+        if len(ids) <= budget:
+            return PreparedPrompt(rendered, ids, truncated=False, input_chars=len(text))
+        lo, hi = 0, len(text)  # invariant: text[:lo] fits, text[:hi] does not
+        best: tuple[RenderedPrompt, list[int]] | None = None
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            cand = self._encode(text[:mid])
+            if len(cand[1]) <= budget:
+                lo, best = mid, cand
+            else:
+                hi = mid
+        if best is None:
+            best = self._encode(text[:lo])
+            if len(best[1]) > budget:
+                raise HarnessError(
+                    f"the prompt template alone needs {len(best[1])} tokens, more than n_ctx - max_new_tokens = "
+                    f"{budget}; raise n_ctx in models.yaml or lower --max-new-tokens"
+                )
+        return PreparedPrompt(best[0], best[1], truncated=True, input_chars=lo)
+
+    def run(self, prompt: PreparedPrompt, max_new_tokens: int | None = None) -> GenerationResult:
+        request = GenerationRequest(
+            prompt_ids=prompt.ids,
+            max_new_tokens=max_new_tokens or self.config.max_new_tokens,
+            min_new_tokens=min(self.config.min_new_tokens, max_new_tokens or self.config.max_new_tokens),
+        )
+        return self.backend.generate(request)

@@ -1,0 +1,148 @@
+"""Memory of the worker process, observed from the parent.
+
+The parent polls the worker's RSS with psutil every `interval_s` (default 10 ms) from a thread that
+sleeps between polls -- on a 2-core machine a busy loop here would steal the model's core. Polling can
+miss a spike shorter than the interval, so on Linux the kernel's exact high-water mark (VmHWM in
+/proc/PID/status) is read too, and reset before each sample through /proc/PID/clear_refs ("5"); the
+reported peak is the larger of the two. USS/PSS need a walk of /proc/PID/smaps, too slow for 100 Hz, so
+they are read once at the end of each sample.
+
+The sampler's own CPU time (`cpu_s`) and poll count are recorded in run.json so its cost is visible.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class MemoryWindow:
+    """Peak memory over one window (a sample, or a model load), in MiB."""
+
+    peak_rss_mb: float | None
+    polled_peak_rss_mb: float | None
+    hwm_rss_mb: float | None  # kernel high-water mark, Linux only
+    uss_mb: float | None
+    pss_mb: float | None
+    polls: int
+
+    def __str__(self) -> str:
+        peak = "-" if self.peak_rss_mb is None else f"{self.peak_rss_mb:.1f}"
+        uss = "" if self.uss_mb is None else f", USS {self.uss_mb:.1f}"
+        return f"peak RSS {peak} MiB ({self.polls} polls{uss})"
+
+
+def read_hwm_bytes(pid: int) -> int | None:
+    """VmHWM (peak RSS since start or last reset) from /proc, or None off Linux."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def reset_hwm(pid: int) -> bool:
+    """Reset the kernel's peak-RSS counter of `pid` (Linux >= 4.0). False when unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+class MemorySampler:
+    """Polls one process's RSS in a background thread; `start_window`/`end_window` bracket a sample."""
+
+    def __init__(self, pid: int, interval_s: float = 0.01) -> None:
+        self.pid = pid
+        self.interval_s = interval_s
+        self._proc = psutil.Process(pid)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="memory-sampler", daemon=True)
+        self._window_peak = 0
+        self._window_polls = 0
+        self._hwm_reset = False
+        self.polls = 0
+        self.cpu_s = 0.0  # CPU time spent by the sampler thread itself
+
+    def __enter__(self) -> MemorySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=1.0)
+
+    def _loop(self) -> None:
+        cpu0 = time.thread_time()
+        while not self._stop.is_set():
+            try:
+                rss = self._proc.memory_info().rss
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                break
+            with self._lock:
+                self.polls += 1
+                self._window_polls += 1
+                self._window_peak = max(self._window_peak, rss)
+            self.cpu_s = time.thread_time() - cpu0
+            # Event.wait sleeps (no busy loop) and wakes at once on stop().
+            self._stop.wait(self.interval_s)
+        self.cpu_s = time.thread_time() - cpu0
+
+    def current_rss_mb(self) -> float | None:
+        try:
+            return self._proc.memory_info().rss / MIB
+        except psutil.Error:
+            return None
+
+    def start_window(self) -> None:
+        with self._lock:
+            self._window_peak = 0
+            self._window_polls = 0
+        self._hwm_reset = reset_hwm(self.pid)
+        with contextlib.suppress(psutil.Error), self._lock:
+            self._window_peak = self._proc.memory_info().rss
+
+    def end_window(self, full_info: bool = True) -> MemoryWindow:
+        uss = pss = None
+        with contextlib.suppress(psutil.Error), self._lock:
+            self._window_peak = max(self._window_peak, self._proc.memory_info().rss)
+        if full_info:
+            try:
+                full = self._proc.memory_full_info()
+                uss = full.uss / MIB
+                pss = getattr(full, "pss", None)
+                pss = pss / MIB if pss is not None else None
+            except (psutil.Error, AttributeError):
+                pass
+        hwm = read_hwm_bytes(self.pid) if self._hwm_reset else None
+        with self._lock:
+            polled = self._window_peak or None
+            polls = self._window_polls
+        candidates = [v for v in (polled, hwm) if v]
+        return MemoryWindow(
+            peak_rss_mb=max(candidates) / MIB if candidates else None,
+            polled_peak_rss_mb=polled / MIB if polled else None,
+            hwm_rss_mb=hwm / MIB if hwm else None,
+            uss_mb=uss,
+            pss_mb=pss,
+            polls=polls,
+        )
