@@ -1,0 +1,211 @@
+"""Read run directories (or bare results.csv files) for `compare` and `report`.
+
+A run is what `harness run` wrote: results.csv (required), run.json and summaries.jsonl (optional, so a
+results.csv copied out of its run directory still compares). Identity and setting columns stay strings
+so that talk ids such as "007" keep their zeros; metric columns become floats.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from harness.errors import HarnessError
+from harness.results.schema import COLUMN_SPECS, REQUIRED_COLUMNS
+
+RESULTS_CSV = "results.csv"
+RUN_JSON = "run.json"
+SUMMARIES_JSONL = "summaries.jsonl"
+
+# Columns with a unit are measurements; these three have none but are numbers all the same.
+_UNITLESS_NUMERIC = {"repeat", "threads", "compression_ratio"}
+NUMERIC_COLUMNS: frozenset[str] = frozenset(
+    c.name for c in COLUMN_SPECS if c.unit or c.name in _UNITLESS_NUMERIC
+)
+TEXT_COLUMNS: frozenset[str] = frozenset(c.name for c in COLUMN_SPECS) - NUMERIC_COLUMNS
+_DECIMAL = re.compile(r"-?\d+\.\d+")
+
+
+@dataclass
+class Run:
+    """One run's rows and metadata. `label` is unique among the runs loaded together."""
+
+    label: str
+    path: Path
+    results: pd.DataFrame
+    meta: dict[str, Any] = field(default_factory=dict)
+    summaries: list[dict[str, Any]] = field(default_factory=list)
+    has_run_json: bool = False
+    has_summaries: bool = False
+
+    @property
+    def directory(self) -> Path:
+        return self.path if self.path.is_dir() else self.path.parent
+
+    @property
+    def ok(self) -> pd.DataFrame:
+        """Rows that count in aggregates: a failed generation has no meaningful latency or score."""
+        return self.results[self.results["status"] == "ok"]
+
+    @property
+    def n_error(self) -> int:
+        return int((self.results["status"] != "ok").sum())
+
+    def meta_get(self, *keys: str) -> Any:
+        """Nested run.json lookup; None where any level is missing."""
+        node: Any = self.meta
+        for key in keys:
+            if not isinstance(node, dict) or key not in node:
+                return None
+            node = node[key]
+        return node
+
+
+def _resolve(path: Path) -> tuple[Path, Path]:
+    """(csv file, directory holding run.json/summaries.jsonl) for a run dir or a results.csv path."""
+    if path.is_dir():
+        csv_path = path / RESULTS_CSV
+        if not csv_path.is_file():
+            raise HarnessError(
+                f"{path}: no {RESULTS_CSV} in this directory; pass a run directory written by "
+                f"`harness run` (e.g. results/<run_id>) or a results.csv file"
+            )
+        return csv_path, path
+    if path.is_file():
+        return path, path.parent
+    raise HarnessError(f"{path}: no such run directory or file; pass a run directory or a results.csv file")
+
+
+def read_results(csv_path: Path) -> pd.DataFrame:
+    """results.csv as a DataFrame; metric columns numeric, everything else str ('' when blank)."""
+    try:
+        df = pd.read_csv(csv_path, dtype=str, keep_default_na=False, encoding="utf-8")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise HarnessError(
+            f"{csv_path}: not a readable results CSV ({str(exc).splitlines()[0]}); "
+            f"pass a results.csv written by `harness run`"
+        ) from None
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise HarnessError(
+            f"{csv_path}: missing required column(s) {', '.join(missing)}; "
+            f"is this a results.csv written by `harness run`?"
+        )
+    if df.empty:
+        raise HarnessError(f"{csv_path}: has a header but no rows; the run wrote no samples")
+    for col in df.columns:
+        blank = df[col].str.strip() == ""
+        if col in NUMERIC_COLUMNS:
+            df[col] = pd.to_numeric(df[col].where(~blank, np.nan), errors="coerce")
+        elif col not in TEXT_COLUMNS and not blank.all():
+            # A column this version does not know (a newer harness wrote it): numeric only if every
+            # filled cell parses, so free text is never silently turned into NaN.
+            parsed = pd.to_numeric(df[col].where(~blank, np.nan), errors="coerce")
+            if parsed[~blank].notna().all():
+                df[col] = parsed
+    df["status"] = df["status"].str.strip().str.lower()
+    return df
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise HarnessError(
+            f"{path}: not valid JSON ({exc.msg}, line {exc.lineno}); delete or fix it to compare without it"
+        ) from None
+    if not isinstance(obj, dict):
+        raise HarnessError(f"{path}: expected a JSON object; delete or fix it to compare without it")
+    return obj
+
+
+def read_summaries(path: Path) -> list[dict[str, Any]]:
+    records: list[dict[str, Any]] = []
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise HarnessError(
+                    f"{path}:{lineno}: not valid JSON ({exc.msg}); each line must be one JSON object"
+                ) from None
+            if isinstance(obj, dict):
+                records.append(obj)
+    return records
+
+
+def load_run(path: str | Path) -> Run:
+    csv_path, directory = _resolve(Path(path))
+    results = read_results(csv_path)
+    run_json = directory / RUN_JSON
+    summaries_path = directory / SUMMARIES_JSONL
+    meta = _read_json(run_json) if run_json.is_file() else {}
+    summaries = read_summaries(summaries_path) if summaries_path.is_file() else []
+    ids = sorted({str(v) for v in results["run_id"] if str(v).strip()})
+    if isinstance(meta.get("run_id"), str) and meta["run_id"]:
+        label = meta["run_id"]
+    elif len(ids) == 1:
+        label = ids[0]
+    else:
+        label = directory.name if csv_path.name == RESULTS_CSV else csv_path.stem
+    return Run(
+        label=label,
+        path=Path(path),
+        results=results,
+        meta=meta,
+        summaries=summaries,
+        has_run_json=run_json.is_file(),
+        has_summaries=summaries_path.is_file(),
+    )
+
+
+def load_runs(paths: Sequence[str | Path]) -> list[Run]:
+    """Load runs in order, making labels unique (the same run given twice becomes 'id', 'id#2')."""
+    runs = [load_run(p) for p in paths]
+    seen: dict[str, int] = {}
+    for run in runs:
+        n = seen.get(run.label, 0) + 1
+        seen[run.label] = n
+        if n > 1:
+            run.label = f"{run.label}#{n}"
+    return runs
+
+
+def column_values(df: pd.DataFrame, column: str) -> list[str]:
+    """Distinct non-blank values of a column as normalised strings (sorted); [] when absent."""
+    if column not in df.columns:
+        return []
+    return sorted({norm(v) for v in df[column] if norm(v) != ""})
+
+
+def norm(value: Any) -> str:
+    """Canonical string for comparing settings across runs: 4 == 4.0 == '4', True == 'true'."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        if isinstance(value, (float, np.floating)) and np.isnan(value):
+            return ""
+        return str(int(value)) if float(value).is_integer() else f"{float(value):g}"
+    text = str(value).strip()
+    if text.lower() in {"true", "false"}:
+        return text.lower()
+    # Only "4.0"-style decimals are folded to numbers: digit-only hashes such as a prompt_sha must stay
+    # exactly as written.
+    if _DECIMAL.fullmatch(text):
+        return norm(float(text))
+    return text
+
+
+def join_values(values: Iterable[str]) -> str:
+    return ",".join(values) or "?"

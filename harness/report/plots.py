@@ -1,0 +1,361 @@
+"""The report's figures, as PNG bytes.
+
+Figures are built on `matplotlib.figure.Figure` directly, not pyplot: no global figure state and no
+interactive backend, so a report renders on a headless machine (saving to PNG uses Agg). Every function
+takes ok samples with a `series` column plus the series order and colours, and returns None when the
+runs hold no data for that figure.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib import font_manager
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.text import Annotation
+from matplotlib.transforms import Bbox
+
+DPI = 110
+# Fonts with CJK glyphs, tried after DejaVu Sans (matplotlib falls back per glyph), so a Chinese model
+# or talk name renders where such a font is installed instead of as empty boxes.
+_CJK_FONTS = (
+    "Noto Sans CJK SC",
+    "Noto Sans SC",
+    "Source Han Sans SC",
+    "WenQuanYi Zen Hei",
+    "WenQuanYi Micro Hei",
+    "Microsoft YaHei",
+    "PingFang SC",
+    "Hiragino Sans GB",
+    "SimHei",
+    "Arial Unicode MS",
+)
+_MPL_VERSION = tuple(int(p) for p in matplotlib.__version__.split(".")[:2])
+
+
+@contextmanager
+def _style() -> Iterator[None]:
+    installed = {f.name for f in font_manager.fontManager.ttflist}
+    fonts = ["DejaVu Sans", *(f for f in _CJK_FONTS if f in installed)]
+    rc = {
+        "font.family": "sans-serif",
+        "font.sans-serif": fonts,
+        "font.size": 10,
+        "axes.grid": True,
+        "grid.alpha": 0.3,
+        "axes.spines.top": False,
+        "axes.spines.right": False,
+        "figure.facecolor": "white",
+        "savefig.facecolor": "white",
+    }
+    with matplotlib.rc_context(rc):
+        yield
+
+
+def palette(labels: Sequence[str]) -> dict[str, tuple[float, float, float, float]]:
+    """A stable colour per series, shared by all figures."""
+    cmap = matplotlib.colormaps["tab10" if len(labels) <= 10 else "tab20"]
+    return {label: cmap(i % cmap.N) for i, label in enumerate(labels)}
+
+
+def _png(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def _hbox(ax: Axes, data: list[np.ndarray], positions: Sequence[float], **kw: object) -> None:
+    """Horizontal box plot across matplotlib versions (`vert` gave way to `orientation` in 3.10)."""
+    if _MPL_VERSION >= (3, 10):
+        ax.boxplot(data, positions=positions, orientation="horizontal", **kw)  # type: ignore[arg-type]
+    else:
+        ax.boxplot(data, positions=positions, vert=False, **kw)  # type: ignore[arg-type]
+
+
+def _category_axis(ax: Axes, labels: Sequence[str]) -> None:
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_ylim(len(labels) - 0.5, -0.5)  # first series on top, in the order of the summary table
+    ax.grid(axis="y", visible=False)
+
+
+def _category_figure(labels: Sequence[str], extra_height: float = 0.0) -> Figure:
+    """A figure for one row per series: taller with more series, wider with longer names, so the plot
+    area keeps about 7 x 0.55n inches whatever the labels."""
+    longest = max((len(s) for s in labels), default=10)
+    return Figure(
+        figsize=(7 + 0.075 * longest, 1.4 + 0.55 * len(labels) + extra_height), layout="constrained"
+    )
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of points not dominated when both coordinates are better higher."""
+    front = []
+    for i, (x, y) in enumerate(points):
+        dominated = any(
+            (ox >= x and oy >= y) and (ox > x or oy > y) for j, (ox, oy) in enumerate(points) if j != i
+        )
+        if not dominated:
+            front.append(i)
+    return front
+
+
+def quality_vs_speed(
+    means: pd.DataFrame,
+    colors: Mapping[str, tuple[float, ...]],
+    *,
+    x: str = "decode_tok_s",
+    y: str = "rougeL_f",
+) -> bytes | None:
+    """Mean ROUGE-L vs mean decode speed per series; the Pareto front (faster and better) is marked.
+
+    `means` has one row per series: columns series, x, y and optional f"{x}_sd", f"{y}_sd".
+    """
+    if x not in means or y not in means:
+        return None
+    pts = means.dropna(subset=[x, y]).reset_index(drop=True)
+    if pts.empty:
+        return None
+    front = set(pareto_front(list(zip(pts[x], pts[y], strict=True))))
+    with _style():
+        fig = Figure(figsize=(8, 5.5), layout="constrained")
+        ax = fig.add_subplot()
+        for _, row in pts.iterrows():
+            color = colors[row["series"]]
+            xerr, yerr = row.get(f"{x}_sd"), row.get(f"{y}_sd")
+            ax.errorbar(
+                row[x],
+                row[y],
+                xerr=None if xerr is None or pd.isna(xerr) else xerr,
+                yerr=None if yerr is None or pd.isna(yerr) else yerr,
+                fmt="o",
+                color=color,
+                ecolor=color,
+                alpha=0.9,
+                markersize=8,
+                capsize=3,
+                zorder=3,
+            )
+        fp = pts.loc[sorted(front)].sort_values(x)
+        ax.plot(
+            fp[x],
+            fp[y],
+            "--o",
+            color="black",
+            linewidth=1,
+            markersize=16,
+            markerfacecolor="none",
+            markeredgewidth=1.5,
+            zorder=2,
+            label="Pareto front (bold names): no other model is both faster and better",
+        )
+        fig.legend(loc="outside lower center", fontsize=8, frameon=False)
+        ax.set_xlabel("decode speed, tokens/s (mean; higher is better →)")
+        ax.set_ylabel("ROUGE-L F (mean; higher is better ↑)")
+        ax.set_title("Summary quality vs decode speed (bars: ±1 sd over samples)")
+        ax.margins(x=0.2, y=0.2)
+        # Speeds and ROUGE are never negative; sd bars must not drag the axes below zero.
+        for get, set_ in ((ax.get_xlim, ax.set_xlim), (ax.get_ylim, ax.set_ylim)):
+            lo, hi = get()
+            if lo < 0:
+                set_(0, hi)
+        notes = [
+            ax.annotate(
+                row["series"],
+                (row[x], row[y]),
+                xytext=(0, 0),
+                textcoords="offset points",
+                fontsize=9,
+                fontweight="bold" if i in front else "normal",
+                zorder=5,
+                bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.8},
+            )
+            for i, row in pts.iterrows()
+        ]
+        _place_labels(fig, ax, notes)
+        return _png(fig)
+
+
+# Offsets (points) and alignments tried for a point's label, nearest first.
+_LABEL_SPOTS = tuple(
+    (sx * dx, sy * dy, "left" if sx > 0 else "right", "bottom" if sy > 0 else "top")
+    for dx, dy in ((9, 5), (9, 16), (14, 30))
+    for sy in (1, -1)
+    for sx in (1, -1)
+)
+
+
+def _place_labels(fig: Figure, ax: Axes, notes: Sequence[Annotation]) -> None:
+    """Greedy label placement: each label takes the nearest spot that overlaps no point, no earlier
+    label and stays inside the axes; failing that, the spot with the least overlap."""
+    FigureCanvasAgg(fig)  # a renderer to measure text with
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    frame = ax.get_window_extent(renderer)
+    pad = 7  # half a marker, in pixels
+    taken = []
+    for note in notes:
+        px, py = ax.transData.transform(note.xy)
+        taken.append(Bbox.from_extents(px - pad, py - pad, px + pad, py + pad))
+
+    def area(b: Bbox | None) -> float:
+        return 0.0 if b is None else b.width * b.height
+
+    for note in notes:
+        best: tuple[float, tuple[float, float, str, str]] | None = None
+        for spot in _LABEL_SPOTS:
+            note.xyann = spot[:2]
+            note.set_horizontalalignment(spot[2])
+            note.set_verticalalignment(spot[3])
+            box = note.get_window_extent(renderer)
+            overlap = sum(area(Bbox.intersection(box, t)) for t in taken)
+            outside = area(box) - area(Bbox.intersection(box, frame))
+            cost = overlap + outside
+            if best is None or cost < best[0]:
+                best = (cost, spot)
+            if cost == 0:
+                break
+        assert best is not None
+        note.xyann = best[1][:2]
+        note.set_horizontalalignment(best[1][2])
+        note.set_verticalalignment(best[1][3])
+        taken.append(note.get_window_extent(renderer))
+
+
+def peak_memory(
+    samples: pd.DataFrame,
+    order: Sequence[str],
+    colors: Mapping[str, tuple[float, ...]],
+    column: str = "peak_rss_mb",
+) -> bytes | None:
+    """Bar of mean peak RSS per series, with the largest sample marked."""
+    if column not in samples:
+        return None
+    stats = samples.dropna(subset=[column]).groupby("series")[column].agg(["mean", "max"])
+    labels = [s for s in order if s in stats.index]
+    if not labels:
+        return None
+    with _style():
+        fig = _category_figure(labels)
+        ax = fig.add_subplot()
+        means = stats.loc[labels, "mean"].to_numpy()
+        maxes = stats.loc[labels, "max"].to_numpy()
+        ax.barh(range(len(labels)), means, color=[colors[s] for s in labels], height=0.6)
+        ax.scatter(maxes, range(len(labels)), marker="|", s=300, color="black", zorder=3)
+        for i, (m, mx) in enumerate(zip(means, maxes, strict=True)):
+            ax.annotate(
+                f"{m:,.0f}", (mx, i), xytext=(8, 0), textcoords="offset points", va="center", fontsize=9
+            )
+        _category_axis(ax, labels)
+        ax.set_xlim(0, float(maxes.max()) * 1.18)
+        ax.set_xlabel("peak resident memory of the worker, MiB (lower is better)")
+        ax.set_title("Peak memory per model")
+        # Neutral legend swatches: the bar colours identify models, not what a bar means.
+        handles = [
+            Patch(color="lightgrey", label="bar: mean over samples (value printed)"),
+            Line2D(
+                [], [], marker="|", markersize=14, linestyle="none", color="black", label="largest sample"
+            ),
+        ]
+        fig.legend(handles=handles, loc="outside lower center", ncol=2, fontsize=8, frameon=False)
+        return _png(fig)
+
+
+def _jitter(n: int, seed: int) -> np.ndarray:
+    # Fixed seed: the same run always renders the same picture.
+    return np.random.default_rng(seed).uniform(-0.18, 0.18, n)
+
+
+def ttft_distribution(
+    samples: pd.DataFrame,
+    order: Sequence[str],
+    colors: Mapping[str, tuple[float, ...]],
+    column: str = "ttft_s",
+) -> bytes | None:
+    """Box plot plus every sample of time to first token, per series."""
+    if column not in samples:
+        return None
+    data = {s: g[column].dropna().to_numpy() for s, g in samples.groupby("series")}
+    labels = [s for s in order if len(data.get(s, [])) > 0]
+    if not labels:
+        return None
+    with _style():
+        fig = _category_figure(labels)
+        ax = fig.add_subplot()
+        _hbox(
+            ax,
+            [data[s] for s in labels],
+            range(len(labels)),
+            widths=0.55,
+            showfliers=False,
+            medianprops={"color": "black"},
+        )
+        for i, s in enumerate(labels):
+            ax.scatter(data[s], i + _jitter(len(data[s]), i), s=14, color=colors[s], alpha=0.75, zorder=3)
+        _category_axis(ax, labels)
+        ax.set_xlabel("time to first token, s (lower is better)")
+        ax.set_title("TTFT per model (box: quartiles; dots: samples)")
+        ax.set_xlim(left=0)
+        return _png(fig)
+
+
+def itl_distribution(
+    samples: pd.DataFrame, order: Sequence[str], colors: Mapping[str, tuple[float, ...]]
+) -> bytes | None:
+    """Box of the per-sample median inter-token latency, with each sample's p90 and p99 as markers."""
+    if "itl_p50_ms" not in samples:
+        return None
+    groups = {s: g for s, g in samples.groupby("series")}
+    labels = [s for s in order if s in groups and groups[s]["itl_p50_ms"].notna().any()]
+    if not labels:
+        return None
+    with _style():
+        fig = _category_figure(labels, extra_height=0.4)
+        ax = fig.add_subplot()
+        _hbox(
+            ax,
+            [groups[s]["itl_p50_ms"].dropna().to_numpy() for s in labels],
+            range(len(labels)),
+            widths=0.55,
+            showfliers=False,
+            medianprops={"color": "black"},
+        )
+        marks = (
+            ("itl_p50_ms", "o", "p50 of a sample", 14),
+            ("itl_p90_ms", "^", "p90 of a sample", 22),
+            ("itl_p99_ms", "x", "p99 of a sample", 26),
+        )
+        for i, s in enumerate(labels):
+            for col, marker, name, size in marks:
+                if col not in groups[s]:
+                    continue
+                v = groups[s][col].dropna().to_numpy()
+                ax.scatter(
+                    v,
+                    i + _jitter(len(v), 31 * i + size),
+                    marker=marker,
+                    s=size,
+                    color=colors[s],
+                    alpha=0.7,
+                    zorder=3,
+                    label=name if i == 0 else None,
+                )
+        _category_axis(ax, labels)
+        values = pd.concat([samples[c] for c in ("itl_p50_ms", "itl_p90_ms", "itl_p99_ms") if c in samples])
+        values = values[values > 0]
+        if len(values) and values.max() / values.min() > 30:
+            ax.set_xscale("log")  # a few slow tails would otherwise squash every box against zero
+        ax.set_xlabel("inter-token latency, ms (lower is better)")
+        ax.set_title("Per-token latency per model (box: per-sample p50)")
+        leg = fig.legend(loc="outside lower center", ncol=3, fontsize=8, frameon=False)
+        for handle in leg.legend_handles:
+            handle.set_color("grey")  # markers mean percentiles, not models: show them neutral
+        return _png(fig)
