@@ -16,8 +16,20 @@ import psutil
 from harness import __version__
 
 PACKAGES = (
-    "harness", "llama-cpp-python", "onnxruntime", "onnxruntime-genai", "numpy", "pandas", "psutil",
-    "rouge-score", "jieba", "gguf", "pydantic", "huggingface-hub", "transformers", "torch",
+    "harness",
+    "llama-cpp-python",
+    "onnxruntime",
+    "onnxruntime-genai",
+    "numpy",
+    "pandas",
+    "psutil",
+    "rouge-score",
+    "jieba",
+    "gguf",
+    "pydantic",
+    "huggingface-hub",
+    "transformers",
+    "torch",
 )
 
 
@@ -37,10 +49,19 @@ def git_commit() -> str | None:
     if not (root / ".git").exists():
         return None
     try:
-        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        sha = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
         return sha + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return None
@@ -97,7 +118,9 @@ def collect_environment() -> dict[str, Any]:
         "cpu": cpu_record(),
         "cores_physical": psutil.cpu_count(logical=False),
         "cores_logical": psutil.cpu_count(logical=True),
-        "cpu_affinity": len(psutil.Process().cpu_affinity()) if hasattr(psutil.Process, "cpu_affinity") else None,
+        "cpu_affinity": len(psutil.Process().cpu_affinity())
+        if hasattr(psutil.Process, "cpu_affinity")
+        else None,
         "ram_gb": round(psutil.virtual_memory().total / 1e9, 2),
         "os": f"{uname.system} {platform.release()}",
         "kernel": uname.version,

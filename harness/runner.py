@@ -102,8 +102,10 @@ class Runner:
         """Run everything; returns (run directory, number of error rows)."""
         cfg = self.config
         writer = RunWriter(cfg.out)
-        self.echo(f"harness {__version__} | run {writer.run_id} | {len(self.entries)} model(s) x "
-                  f"{len(self.talks)} talk(s) x {cfg.repeats} repeat(s) | threads {self.threads}")
+        self.echo(
+            f"harness {__version__} | run {writer.run_id} | {len(self.entries)} model(s) x "
+            f"{len(self.talks)} talk(s) x {cfg.repeats} repeat(s) | threads {self.threads}"
+        )
         started = datetime.now(timezone.utc).isoformat()
         wall0 = time.perf_counter()
         environment = collect_environment()
@@ -175,8 +177,13 @@ class Runner:
         cfg = self.config
         samples = self._samples()
         base_row: dict[str, Any] = {
-            "run_id": writer.run_id, "model": entry.id, "backend": entry.backend, "quant": entry.quant,
-            "threads": self.threads, "max_new_tokens": cfg.max_new_tokens, "min_new_tokens": cfg.min_new_tokens,
+            "run_id": writer.run_id,
+            "model": entry.id,
+            "backend": entry.backend,
+            "quant": entry.quant,
+            "threads": self.threads,
+            "max_new_tokens": cfg.max_new_tokens,
+            "min_new_tokens": cfg.min_new_tokens,
         }
         langs = {self._summary_lang(t) for t, _ in samples}
         if len(langs) > 1:
@@ -192,15 +199,28 @@ class Runner:
         except HarnessError as exc:
             self.echo(f"   cannot get model: {exc}")
             for talk, rep in samples:
-                writer.write_row({**base_row, "talk_id": talk.id, "repeat": rep, "status": "error",
-                                  "error": str(exc), "stop_reason": "error"},
-                                 self._summary_record(writer.run_id, entry.id, talk, rep, "error", lang, "", template.name))
+                writer.write_row(
+                    {
+                        **base_row,
+                        "talk_id": talk.id,
+                        "repeat": rep,
+                        "status": "error",
+                        "error": str(exc),
+                        "stop_reason": "error",
+                    },
+                    self._summary_record(
+                        writer.run_id, entry.id, talk, rep, "error", lang, "", template.name
+                    ),
+                )
             return len(samples), 0.0
         files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
         size_bytes = sum(p.stat().st_size for p in files)
         model_record: dict[str, Any] = {
-            "backend": entry.backend, "quant": entry.quant, "source": entry.source.kind,
-            "files": [str(p) for p in files], "size_bytes": size_bytes,
+            "backend": entry.backend,
+            "quant": entry.quant,
+            "source": entry.source.kind,
+            "files": [str(p) for p in files],
+            "size_bytes": size_bytes,
             "sha256": cached_sha256(path) if path.is_file() else None,
             "provenance": entry.provenance or None,
         }
@@ -211,7 +231,9 @@ class Runner:
         options = BackendOptions(
             threads=self.threads,
             n_ctx=cfg.n_ctx or entry.n_ctx,
-            n_gpu_layers=cfg.n_gpu_layers if cfg.n_gpu_layers is not None else int(flags.get("n_gpu_layers", 0)),
+            n_gpu_layers=cfg.n_gpu_layers
+            if cfg.n_gpu_layers is not None
+            else int(flags.get("n_gpu_layers", 0)),
             flash_attn=flash_attn,
             use_mmap=not cfg.no_mmap and bool(flags.get("use_mmap", True)),
             provider=cfg.provider or entry.provider,
@@ -219,24 +241,56 @@ class Runner:
         )
         specs = [SampleSpec(i, talk.id, rep, talk.text) for i, (talk, rep) in enumerate(samples)]
         job = ModelJob(
-            model_id=entry.id, backend=entry.backend, model_path=str(path), prompt_style=entry.prompt_style,
-            options=options, template=template,
+            model_id=entry.id,
+            backend=entry.backend,
+            model_path=str(path),
+            prompt_style=entry.prompt_style,
+            options=options,
+            template=template,
             scenario=SummarizeConfig(cfg.max_new_tokens, cfg.min_new_tokens),
-            samples=specs, warmup=cfg.warmup, cooldown_s=cfg.cooldown_s,
+            samples=specs,
+            warmup=cfg.warmup,
+            cooldown_s=cfg.cooldown_s,
         )
         base_row.update(flash_attn=flash_attn, model_file_mb=size_bytes / 2**20)
         bandwidth = record["environment"].get("memory_bandwidth_gbs")
         return self._drive_worker(job, samples, base_row, model_record, writer, record, size_bytes, bandwidth)
 
-    def _summary_record(self, run_id: str, model: str, talk: Talk, rep: int, status: str, lang: str,
-                        prediction: str, prompt_name: str) -> dict[str, Any]:
-        return {"run_id": run_id, "model": model, "talk_id": talk.id, "repeat": rep, "status": status,
-                "summary_lang": lang, "prompt_name": prompt_name, "prediction": prediction,
-                "references": list(talk.references_for(lang)), "source": talk.text}
+    def _summary_record(
+        self,
+        run_id: str,
+        model: str,
+        talk: Talk,
+        rep: int,
+        status: str,
+        lang: str,
+        prediction: str,
+        prompt_name: str,
+    ) -> dict[str, Any]:
+        return {
+            "run_id": run_id,
+            "model": model,
+            "talk_id": talk.id,
+            "repeat": rep,
+            "status": status,
+            "summary_lang": lang,
+            "prompt_name": prompt_name,
+            "prediction": prediction,
+            "references": list(talk.references_for(lang)),
+            "source": talk.text,
+        }
 
-    def _drive_worker(self, job: ModelJob, samples: list[tuple[Talk, int]], base_row: dict[str, Any],
-                      model_record: dict[str, Any], writer: RunWriter, record: dict[str, Any],
-                      size_bytes: int, bandwidth: float | None) -> tuple[int, float]:
+    def _drive_worker(
+        self,
+        job: ModelJob,
+        samples: list[tuple[Talk, int]],
+        base_row: dict[str, Any],
+        model_record: dict[str, Any],
+        writer: RunWriter,
+        record: dict[str, Any],
+        size_bytes: int,
+        bandwidth: float | None,
+    ) -> tuple[int, float]:
         lang = base_row["summary_lang"]
         pending = dict(enumerate(samples))
         errors = 0
@@ -254,10 +308,21 @@ class Runner:
             nonlocal errors
             talk, rep = pending.pop(index)
             errors += 1
-            row = {**base_row, **_load_cols(load_info), "talk_id": talk.id, "repeat": rep, "status": "error",
-                   "error": message, "stop_reason": "error"}
-            writer.write_row(row, self._summary_record(writer.run_id, job.model_id, talk, rep, "error", lang, "",
-                                                       job.template.name))
+            row = {
+                **base_row,
+                **_load_cols(load_info),
+                "talk_id": talk.id,
+                "repeat": rep,
+                "status": "error",
+                "error": message,
+                "stop_reason": "error",
+            }
+            writer.write_row(
+                row,
+                self._summary_record(
+                    writer.run_id, job.model_id, talk, rep, "error", lang, "", job.template.name
+                ),
+            )
             self.echo(f"   {talk.id} r{rep}: ERROR {message}")
 
         rss_before: float | None = None
@@ -272,24 +337,36 @@ class Runner:
                     load_mem = sampler.end_window(full_info=False)
                     info = msg[1]
                     load_info = {
-                        "load_s": info["load_s"], "provider": info["provider"], "n_ctx": info["n_ctx"],
-                        "mmap": info["mmap"], "rss_before_load_mb": rss_before,
+                        "load_s": info["load_s"],
+                        "provider": info["provider"],
+                        "n_ctx": info["n_ctx"],
+                        "mmap": info["mmap"],
+                        "rss_before_load_mb": rss_before,
                         "rss_after_load_mb": sampler.current_rss_mb(),
                     }
                     engine_s += info["load_s"]
-                    model_record.update(load_s=round(info["load_s"], 4), provider=info["provider"],
-                                        n_ctx=info["n_ctx"], mmap=info["mmap"], engine=info["extra"],
-                                        engine_system_info=info["system_info"],
-                                        load_peak_rss_mb=load_mem.peak_rss_mb)
+                    model_record.update(
+                        load_s=round(info["load_s"], 4),
+                        provider=info["provider"],
+                        n_ctx=info["n_ctx"],
+                        mmap=info["mmap"],
+                        engine=info["extra"],
+                        engine_system_info=info["system_info"],
+                        load_peak_rss_mb=load_mem.peak_rss_mb,
+                    )
                     if info["extra"].get("warning"):
                         self.echo(f"   warning: {info['extra']['warning']}")
-                    self.echo(f"   loaded in {info['load_s']:.2f} s on {info['provider']} | RSS "
-                              f"{_fmt(rss_before, '.0f')} -> {_fmt(load_info['rss_after_load_mb'], '.0f')} MiB "
-                              f"| weights {size_bytes / 2**20:.1f} MiB, mmap={'on' if info['mmap'] else 'off'}")
+                    self.echo(
+                        f"   loaded in {info['load_s']:.2f} s on {info['provider']} | RSS "
+                        f"{_fmt(rss_before, '.0f')} -> {_fmt(load_info['rss_after_load_mb'], '.0f')} MiB "
+                        f"| weights {size_bytes / 2**20:.1f} MiB, mmap={'on' if info['mmap'] else 'off'}"
+                    )
                     launcher.go()  # warm-up
                 elif kind == "warm":
                     engine_s += msg[1]["warmup_s"]
-                    model_record.update(warmup_s=round(msg[1]["warmup_s"], 3), warmup_runs=msg[1]["warmup_runs"])
+                    model_record.update(
+                        warmup_s=round(msg[1]["warmup_s"], 3), warmup_runs=msg[1]["warmup_runs"]
+                    )
                     device_before = DeviceState.read()
                     sampler.start_window()
                     launcher.go()  # first sample
@@ -302,12 +379,34 @@ class Runner:
                     talk, rep = pending.pop(index)
                     lat = payload["latency"]
                     engine_s += lat["e2e_s"] or 0.0
-                    row = self._ok_row(base_row, load_info, talk, rep, payload, mem, device_before, device_after,
-                                       size_bytes, bandwidth, lang)
+                    row = self._ok_row(
+                        base_row,
+                        load_info,
+                        talk,
+                        rep,
+                        payload,
+                        mem,
+                        device_before,
+                        device_after,
+                        size_bytes,
+                        bandwidth,
+                        lang,
+                    )
                     freq_start.append(device_before.cpu_mhz)
                     freq_end.append(device_after.cpu_mhz)
-                    writer.write_row(row, self._summary_record(writer.run_id, job.model_id, talk, rep, "ok", lang,
-                                                               payload["text"], job.template.name))
+                    writer.write_row(
+                        row,
+                        self._summary_record(
+                            writer.run_id,
+                            job.model_id,
+                            talk,
+                            rep,
+                            "ok",
+                            lang,
+                            payload["text"],
+                            job.template.name,
+                        ),
+                    )
                     self._echo_sample(row, payload)
                     device_before = DeviceState.read()
                     sampler.start_window()
@@ -330,27 +429,55 @@ class Runner:
         finally:
             sampler.stop()
             launcher.close()
-        model_record["sampler"] = {"polls": sampler.polls, "cpu_s": round(sampler.cpu_s, 4),
-                                   "interval_s": sampler.interval_s}
+        model_record["sampler"] = {
+            "polls": sampler.polls,
+            "cpu_s": round(sampler.cpu_s, 4),
+            "interval_s": sampler.interval_s,
+        }
         if throttling_suspected(freq_start, freq_end):
-            warning = f"{job.model_id}: CPU frequency dropped >10% across samples: thermal throttling suspected"
+            warning = (
+                f"{job.model_id}: CPU frequency dropped >10% across samples: thermal throttling suspected"
+            )
             record["warnings"].append(warning)
             self.echo(f"   warning: {warning}")
         return errors, engine_s
 
-    def _ok_row(self, base_row: dict[str, Any], load_info: dict[str, Any], talk: Talk, rep: int,
-                payload: dict[str, Any], mem: Any, before: DeviceState, after: DeviceState, size_bytes: int,
-                bandwidth: float | None, lang: str) -> dict[str, Any]:
+    def _ok_row(
+        self,
+        base_row: dict[str, Any],
+        load_info: dict[str, Any],
+        talk: Talk,
+        rep: int,
+        payload: dict[str, Any],
+        mem: Any,
+        before: DeviceState,
+        after: DeviceState,
+        size_bytes: int,
+        bandwidth: float | None,
+        lang: str,
+    ) -> dict[str, Any]:
         lat = payload["latency"]
         scores = score_summary(payload["text"], talk.references_for(lang), lang, source=talk.text)
         decode = lat["decode_tok_s"]
         util = decode * size_bytes / (bandwidth * 1e9) if decode and bandwidth else None
         return {
-            **base_row, **_load_cols(load_info), **lat, **scores,
-            "talk_id": talk.id, "repeat": rep, "status": "ok", "error": "",
-            "peak_rss_mb": mem.peak_rss_mb, "uss_mb": mem.uss_mb, "pss_mb": mem.pss_mb,
-            "cpu_mhz_start": before.cpu_mhz, "cpu_mhz_end": after.cpu_mhz, "temp_c_end": after.temp_c,
-            "decode_bw_util": util, "stop_reason": payload["stop_reason"], "truncated": payload["truncated"],
+            **base_row,
+            **_load_cols(load_info),
+            **lat,
+            **scores,
+            "talk_id": talk.id,
+            "repeat": rep,
+            "status": "ok",
+            "error": "",
+            "peak_rss_mb": mem.peak_rss_mb,
+            "uss_mb": mem.uss_mb,
+            "pss_mb": mem.pss_mb,
+            "cpu_mhz_start": before.cpu_mhz,
+            "cpu_mhz_end": after.cpu_mhz,
+            "temp_c_end": after.temp_c,
+            "decode_bw_util": util,
+            "stop_reason": payload["stop_reason"],
+            "truncated": payload["truncated"],
             "input_chars": payload["input_chars"],
         }
 
@@ -363,17 +490,23 @@ class Runner:
             f"{row['stop_reason']}"
         )
         if payload["truncated"]:
-            self.echo(f"   note: {row['talk_id']} truncated to {payload['input_chars']} chars to fit "
-                      f"n_ctx {row['n_ctx']} - max_new_tokens {row['max_new_tokens']}")
+            self.echo(
+                f"   note: {row['talk_id']} truncated to {payload['input_chars']} chars to fit "
+                f"n_ctx {row['n_ctx']} - max_new_tokens {row['max_new_tokens']}"
+            )
         gap = row.get("decode_vs_engine_pct")
         if gap is not None and abs(gap) > ENGINE_TOLERANCE_PCT and (row["output_tokens"] or 0) >= 8:
-            self.echo(f"   warning: decode rate differs from llama.cpp's own counter by {gap:+.1f}% "
-                      f"(> {ENGINE_TOLERANCE_PCT}%)")
+            self.echo(
+                f"   warning: decode rate differs from llama.cpp's own counter by {gap:+.1f}% "
+                f"(> {ENGINE_TOLERANCE_PCT}%)"
+            )
 
 
 def _load_cols(load_info: dict[str, Any]) -> dict[str, Any]:
-    return {k: load_info.get(k) for k in ("load_s", "provider", "n_ctx", "mmap", "rss_before_load_mb",
-                                           "rss_after_load_mb")}
+    return {
+        k: load_info.get(k)
+        for k in ("load_s", "provider", "n_ctx", "mmap", "rss_before_load_mb", "rss_after_load_mb")
+    }
 
 
 def _sha_file(path: Path) -> str | None:

@@ -34,20 +34,37 @@ def test_missing_corpus_file(capsys: pytest.CaptureFixture[str], tmp_path: Path)
 
 def test_malformed_corpus_line_names_its_number(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     corpus = tmp_path / "c.jsonl"
-    corpus.write_text('{"id": "a", "text": "正文", "references": ["摘要"]}\n{"id": "b", "text": "x"\n',
-                      encoding="utf-8")
+    corpus.write_text(
+        '{"id": "a", "text": "正文", "references": ["摘要"]}\n{"id": "b", "text": "x"\n', encoding="utf-8"
+    )
     err = _error(capsys, ["run", "--corpus", str(corpus), "--out", str(tmp_path)])
     assert "c.jsonl:2" in err
 
 
 def test_bad_numbers(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    assert "--repeats" in _error(capsys, ["run", "--models", "tiny-qwen2", "--repeats", "0", "--out", str(tmp_path)])
-    err = _error(capsys, ["run", "--models", "tiny-qwen2", "--min-new-tokens", "50", "--max-new-tokens", "10",
-                          "--out", str(tmp_path)])
+    assert "--repeats" in _error(
+        capsys, ["run", "--models", "tiny-qwen2", "--repeats", "0", "--out", str(tmp_path)]
+    )
+    err = _error(
+        capsys,
+        [
+            "run",
+            "--models",
+            "tiny-qwen2",
+            "--min-new-tokens",
+            "50",
+            "--max-new-tokens",
+            "10",
+            "--out",
+            str(tmp_path),
+        ],
+    )
     assert "--min-new-tokens" in err
 
 
-def test_unknown_backend_in_models_file(capsys: pytest.CaptureFixture[str], write_models, tmp_path: Path) -> None:
+def test_unknown_backend_in_models_file(
+    capsys: pytest.CaptureFixture[str], write_models, tmp_path: Path
+) -> None:
     models = write_models("""\
         - id: m
           backend: vllm

@@ -8,9 +8,17 @@ from harness.trackers.latency import LatencyStats
 MS = 1_000_000
 
 
-def _result(start_ms: float, token_ms: list[float], counters: EngineCounters | None = None) -> GenerationResult:
-    return GenerationResult(token_ids=list(range(len(token_ms))), text="", start_ns=int(start_ms * MS),
-                            token_ns=[int(t * MS) for t in token_ms], stop_reason="length", counters=counters)
+def _result(
+    start_ms: float, token_ms: list[float], counters: EngineCounters | None = None
+) -> GenerationResult:
+    return GenerationResult(
+        token_ids=list(range(len(token_ms))),
+        text="",
+        start_ns=int(start_ms * MS),
+        token_ns=[int(t * MS) for t in token_ms],
+        stop_reason="length",
+        counters=counters,
+    )
 
 
 def test_latency_from_token_timestamps() -> None:

@@ -25,7 +25,9 @@ def test_chinese_templates_ask_in_chinese_and_english_ones_in_english() -> None:
 
 
 def test_packaged_prompts_are_the_repo_prompts() -> None:
-    assert sorted(p.name for p in prompts_dir().glob("*.txt")) == sorted(p.name for p in (REPO / "prompts").glob("*.txt"))
+    assert sorted(p.name for p in prompts_dir().glob("*.txt")) == sorted(
+        p.name for p in (REPO / "prompts").glob("*.txt")
+    )
 
 
 def test_template_hash_changes_with_the_text(tmp_path: Path) -> None:

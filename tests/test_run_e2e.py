@@ -26,9 +26,23 @@ QUALITY = ["rouge1_f", "rouge2_f", "rougeL_f"]
 
 def _run(tmp_path: Path, env: dict[str, str], *args: str) -> tuple[subprocess.CompletedProcess[str], Path]:
     out = tmp_path / "runs"
-    proc = subprocess.run(harness_cmd("run", "--models", "tiny-qwen2", "--out", str(out), "--max-new-tokens", "32",
-                                      "--no-bandwidth", *args),
-                          capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(
+        harness_cmd(
+            "run",
+            "--models",
+            "tiny-qwen2",
+            "--out",
+            str(out),
+            "--max-new-tokens",
+            "32",
+            "--no-bandwidth",
+            *args,
+        ),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr + proc.stdout
     run_dir = Path(proc.stdout.strip().splitlines()[-1])  # the last line printed is the run directory
     assert run_dir.parent == out and run_dir.is_dir()
@@ -39,6 +53,8 @@ def test_smoke_run_writes_one_row_per_talk(tmp_path: Path, cli_env: dict[str, st
     proc, run_dir = _run(tmp_path, cli_env)
     df = pd.read_csv(run_dir / "results.csv")
     talks = [t.id for t in load_corpus()]
+    assert all(f"{talk} r0:" in proc.stdout for talk in talks)  # a progress line per sample
+    assert "per model" in proc.stdout
     assert list(df.columns) == list(COLUMNS)
     assert sorted(df["talk_id"]) == sorted(talks) and len(df) == 5
     assert (df["status"] == "ok").all(), df["error"].tolist()
@@ -48,7 +64,9 @@ def test_smoke_run_writes_one_row_per_talk(tmp_path: Path, cli_env: dict[str, st
     # the engine evaluated exactly the prompt we measured: no hidden prefix reuse
     assert (df["engine_prompt_tokens"] == df["prompt_tokens"]).all()
     assert (df["provider"] == "llama.cpp CPU").all() and (df["backend"] == "llama_cpp").all()
-    summaries = [json.loads(line) for line in (run_dir / "summaries.jsonl").read_text(encoding="utf-8").splitlines()]
+    summaries = [
+        json.loads(line) for line in (run_dir / "summaries.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
     assert [s["talk_id"] for s in summaries] == df["talk_id"].tolist()
     assert all(len(s["references"]) >= 2 for s in summaries)
     run = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))

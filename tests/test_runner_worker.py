@@ -26,16 +26,24 @@ def _models(write_models, path: Path, **entries: dict) -> Path:
 
 
 def _run(models_file: Path, out: Path, models: list[str], **kw) -> tuple[Path, int, pd.DataFrame]:
-    cfg = RunConfig(models=models, models_file=models_file, out=out, talks=["alibaba-qwen", "qualcomm-npu"],
-                    measure_bandwidth=False, max_new_tokens=8, **kw)
+    cfg = RunConfig(
+        models=models,
+        models_file=models_file,
+        out=out,
+        talks=["alibaba-qwen", "qualcomm-npu"],
+        measure_bandwidth=False,
+        max_new_tokens=8,
+        **kw,
+    )
     run_dir, errors = Runner(cfg, echo=lambda _line: None).run()
     return run_dir, errors, pd.read_csv(run_dir / "results.csv")
 
 
 def test_peak_memory_of_a_known_workload(write_models, dummy_model_file: Path, tmp_path: Path) -> None:
     # 300 MiB resident from load, plus a 200 MiB spike inside each generation, freed before it returns.
-    models = _models(write_models, dummy_model_file,
-                     mem={"alloc_mb": 300, "sample_alloc_mb": 200, "tok_per_s": 200})
+    models = _models(
+        write_models, dummy_model_file, mem={"alloc_mb": 300, "sample_alloc_mb": 200, "tok_per_s": 200}
+    )
     _, errors, df = _run(models, tmp_path, ["mem"])
     assert errors == 0
     row = df.iloc[0]
@@ -48,7 +56,9 @@ def test_peak_memory_of_a_known_workload(write_models, dummy_model_file: Path, t
     assert row["uss_mb"] < row["peak_rss_mb"] - 150
 
 
-def test_each_model_is_measured_in_its_own_process(write_models, dummy_model_file: Path, tmp_path: Path) -> None:
+def test_each_model_is_measured_in_its_own_process(
+    write_models, dummy_model_file: Path, tmp_path: Path
+) -> None:
     models = _models(write_models, dummy_model_file, big={"alloc_mb": 400}, small={"alloc_mb": 20})
     _, _, df = _run(models, tmp_path, ["big", "small"])
     big = df[df["model"] == "big"]["peak_rss_mb"].max()
@@ -56,8 +66,9 @@ def test_each_model_is_measured_in_its_own_process(write_models, dummy_model_fil
     assert big - small > 300  # the big model's memory does not leak into the small one's figure
 
 
-def test_killed_worker_gives_error_rows_and_the_run_goes_on(write_models, dummy_model_file: Path,
-                                                             tmp_path: Path) -> None:
+def test_killed_worker_gives_error_rows_and_the_run_goes_on(
+    write_models, dummy_model_file: Path, tmp_path: Path
+) -> None:
     # call 1 is the warm-up; call 3 is the second timed sample: SIGKILL there
     models = _models(write_models, dummy_model_file, dies={"kill_at_call": 3}, fine={})
     run_dir, errors, df = _run(models, tmp_path, ["dies", "fine"], repeats=2)
@@ -70,7 +81,9 @@ def test_killed_worker_gives_error_rows_and_the_run_goes_on(write_models, dummy_
     assert len((run_dir / "summaries.jsonl").read_text(encoding="utf-8").splitlines()) == 8
 
 
-def test_exception_in_one_sample_is_an_error_row_only(write_models, dummy_model_file: Path, tmp_path: Path) -> None:
+def test_exception_in_one_sample_is_an_error_row_only(
+    write_models, dummy_model_file: Path, tmp_path: Path
+) -> None:
     models = _models(write_models, dummy_model_file, flaky={"raise_at_call": 2})
     _, errors, df = _run(models, tmp_path, ["flaky"])
     assert errors == 1

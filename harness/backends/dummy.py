@@ -58,6 +58,11 @@ class DummyBackend(Backend):
             ids.append(ord(OUTPUT[i % len(OUTPUT)]))
             times.append(self.now_ns())
         del spike
-        return GenerationResult(token_ids=ids, text="".join(map(chr, ids)), start_ns=start, token_ns=times,
-                                stop_reason="length" if n == request.max_new_tokens else "eos",
-                                prompt_tokens_evaluated=len(request.prompt_ids))
+        return GenerationResult(
+            token_ids=ids,
+            text="".join(map(chr, ids)),
+            start_ns=start,
+            token_ns=times,
+            stop_reason="length" if n == request.max_new_tokens else "eos",
+            prompt_tokens_evaluated=len(request.prompt_ids),
+        )

@@ -82,8 +82,13 @@ class LlamaCppBackend(Backend):
         }
         if opts.n_gpu_layers and not gpu_ok:
             extra["warning"] = "n_gpu_layers ignored: this llama.cpp build has no GPU offload"
-        return LoadInfo(provider=provider, n_ctx=self.llm.n_ctx(), model_files=[self.model_path],
-                        mmap=opts.use_mmap, extra=extra)
+        return LoadInfo(
+            provider=provider,
+            n_ctx=self.llm.n_ctx(),
+            model_files=[self.model_path],
+            mmap=opts.use_mmap,
+            extra=extra,
+        )
 
     def _piece(self, token: int) -> str:
         assert self.llm is not None
@@ -112,8 +117,9 @@ class LlamaCppBackend(Backend):
         times: list[int] = []
         stop_reason = "length"
         start = self.now_ns()
-        for token in llm.generate(request.prompt_ids, temp=0.0, top_k=1, top_p=1.0, min_p=0.0,
-                                  repeat_penalty=1.0, reset=True):
+        for token in llm.generate(
+            request.prompt_ids, temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0, reset=True
+        ):
             now = self.now_ns()
             if llama_cpp.llama_vocab_is_eog(vocab, token) and len(ids) >= request.min_new_tokens:
                 stop_reason = "eos"

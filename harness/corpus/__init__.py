@@ -54,7 +54,9 @@ def _parse_line(raw: str, where: str) -> Talk:
     try:
         obj = json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise HarnessError(f"{where}: not valid JSON ({exc.msg}); each line must be one JSON object") from None
+        raise HarnessError(
+            f"{where}: not valid JSON ({exc.msg}); each line must be one JSON object"
+        ) from None
     if not isinstance(obj, dict):
         raise HarnessError(f"{where}: expected a JSON object with id, text, references")
     for key in ("id", "text"):

@@ -7,6 +7,7 @@ waits on the pipe with a timeout -- blocking, never spinning -- and notices a de
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import signal
 from collections.abc import Iterator
@@ -23,8 +24,9 @@ class ProcessLauncher:
     def __init__(self, job: ModelJob, poll_s: float = 0.5) -> None:
         ctx = mp.get_context("spawn")
         self._parent, child = ctx.Pipe(duplex=True)
-        self.process = ctx.Process(target=worker_main, args=(child, job), name=f"harness-{job.model_id}",
-                                   daemon=True)
+        self.process = ctx.Process(
+            target=worker_main, args=(child, job), name=f"harness-{job.model_id}", daemon=True
+        )
         self._child = child
         self.poll_s = poll_s
 
@@ -38,10 +40,9 @@ class ProcessLauncher:
         self._child.close()  # the parent keeps only its end, so EOF is seen when the worker dies
 
     def go(self) -> None:
-        try:
+        # A dead worker is reported by messages(); nothing to do here.
+        with contextlib.suppress(BrokenPipeError, OSError):
             self._parent.send(("go",))
-        except (BrokenPipeError, OSError):
-            pass  # the worker is gone; messages() reports it
 
     def messages(self) -> Iterator[tuple[Any, ...]]:
         """Messages until the worker says done/fatal; raises WorkerDied if it vanishes."""

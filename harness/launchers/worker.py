@@ -78,9 +78,20 @@ def _run(conn: Connection, job: ModelJob) -> None:
     t0 = time.perf_counter()
     info = backend.load()
     load_s = time.perf_counter() - t0
-    conn.send(("loaded", {"load_s": load_s, "provider": info.provider, "n_ctx": info.n_ctx, "mmap": info.mmap,
-                          "files": [str(p) for p in info.model_files], "extra": info.extra,
-                          "system_info": cls.system_info()}))
+    conn.send(
+        (
+            "loaded",
+            {
+                "load_s": load_s,
+                "provider": info.provider,
+                "n_ctx": info.n_ctx,
+                "mmap": info.mmap,
+                "files": [str(p) for p in info.model_files],
+                "extra": info.extra,
+                "system_info": cls.system_info(),
+            },
+        )
+    )
     scenario = SummarizeScenario(backend, job.template, info.n_ctx, job.scenario)
 
     if not _wait_go(conn):
@@ -105,20 +116,28 @@ def _run(conn: Connection, job: ModelJob) -> None:
             conn.send(("sample_start", sample.index))
             result = scenario.run(prompt)
             stats = LatencyStats.from_generation(len(prompt.ids), result)
-            if result.prompt_tokens_evaluated is not None and result.prompt_tokens_evaluated != len(prompt.ids):
+            if result.prompt_tokens_evaluated is not None and result.prompt_tokens_evaluated != len(
+                prompt.ids
+            ):
                 # A mismatch means the engine reused a cached prefix: TTFT/prefill would be fiction.
                 raise RuntimeError(
                     f"engine evaluated {result.prompt_tokens_evaluated} prompt tokens, expected {len(prompt.ids)} "
                     "(KV-cache prefix reuse?)"
                 )
-            conn.send(("sample_done", sample.index, {
-                "latency": stats.as_row(),
-                "text": result.text,
-                "stop_reason": result.stop_reason,
-                "truncated": prompt.truncated,
-                "input_chars": prompt.input_chars,
-                "engine_counters": asdict(result.counters) if result.counters else None,
-            }))
+            conn.send(
+                (
+                    "sample_done",
+                    sample.index,
+                    {
+                        "latency": stats.as_row(),
+                        "text": result.text,
+                        "stop_reason": result.stop_reason,
+                        "truncated": prompt.truncated,
+                        "input_chars": prompt.input_chars,
+                        "engine_counters": asdict(result.counters) if result.counters else None,
+                    },
+                )
+            )
         except Exception as exc:
             conn.send(("sample_error", sample.index, _one_line(exc)))
     backend.close()

@@ -37,7 +37,11 @@ COLUMN_SPECS: tuple[Column, ...] = (
     _C("decode_tok_s", "tok/s", "(output_tokens - 1) / (last token time - first token time)"),
     _C("e2e_s", "s", "prompt submitted -> last token"),
     # --- memory (sampled by the parent process from outside the worker) --------------------------
-    _C("peak_rss_mb", "MiB", "peak resident set size of the worker during this sample (max of 10 ms polls and kernel VmHWM)"),
+    _C(
+        "peak_rss_mb",
+        "MiB",
+        "peak resident set size of the worker during this sample (max of 10 ms polls and kernel VmHWM)",
+    ),
     # --- quality --------------------------------------------------------------------------------
     _C("rouge1_f", "0-1", "ROUGE-1 F, best over references"),
     _C("rouge2_f", "0-1", "ROUGE-2 F, best over references"),
@@ -49,7 +53,9 @@ COLUMN_SPECS: tuple[Column, ...] = (
     _C("itl_p50_ms", "ms", "inter-token latency, median over the sample's decode steps"),
     _C("itl_p90_ms", "ms", "inter-token latency, 90th percentile"),
     _C("itl_p99_ms", "ms", "inter-token latency, 99th percentile"),
-    _C("engine_prompt_tokens", "tokens", "engine's own count of prompt tokens evaluated (llama.cpp n_p_eval)"),
+    _C(
+        "engine_prompt_tokens", "tokens", "engine's own count of prompt tokens evaluated (llama.cpp n_p_eval)"
+    ),
     _C("engine_prefill_tok_s", "tok/s", "engine's own prefill rate (llama.cpp n_p_eval / t_p_eval)"),
     _C("engine_decode_tokens", "tokens", "engine's own count of decode steps (llama.cpp n_eval)"),
     _C("engine_decode_tok_s", "tok/s", "engine's own decode rate (llama.cpp n_eval / t_eval)"),

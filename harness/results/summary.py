@@ -17,7 +17,16 @@ from rich.table import Table
 
 from harness.scoring import bootstrap_ci
 
-METRICS = ("ttft_s", "prefill_tok_s", "decode_tok_s", "e2e_s", "peak_rss_mb", "rouge1_f", "rouge2_f", "rougeL_f")
+METRICS = (
+    "ttft_s",
+    "prefill_tok_s",
+    "decode_tok_s",
+    "e2e_s",
+    "peak_rss_mb",
+    "rouge1_f",
+    "rouge2_f",
+    "rougeL_f",
+)
 QUALITY = ("rouge1_f", "rouge2_f", "rougeL_f")
 
 
@@ -32,22 +41,47 @@ class RunSummary:
         return {"per_model": self.per_model, "error_rows": self.error_rows}
 
     def lines(self, width: int = 150) -> list[str]:
-        table = Table(title="per model x talk (mean ± stdev over repeats; CV% of decode)", title_justify="left")
-        for col in ("model", "talk", "n", "ttft s", "prefill tok/s", "decode tok/s", "CV%", "peak MiB", "ROUGE-L"):
+        table = Table(
+            title="per model x talk (mean ± stdev over repeats; CV% of decode)", title_justify="left"
+        )
+        for col in (
+            "model",
+            "talk",
+            "n",
+            "ttft s",
+            "prefill tok/s",
+            "decode tok/s",
+            "CV%",
+            "peak MiB",
+            "ROUGE-L",
+        ):
             table.add_column(col, justify="left" if col in ("model", "talk") else "right")
         for r in self.per_talk.to_dict("records"):
             table.add_row(
-                r["model"], r["talk_id"], str(int(r["n"])), _ms(r, "ttft_s", ".3f"), _ms(r, "prefill_tok_s", ".1f"),
-                _ms(r, "decode_tok_s", ".1f"), _f(r.get("decode_tok_s_cv_pct"), ".1f"),
-                _f(r.get("peak_rss_mb_mean"), ".0f"), _ms(r, "rougeL_f", ".3f"),
+                r["model"],
+                r["talk_id"],
+                str(int(r["n"])),
+                _ms(r, "ttft_s", ".3f"),
+                _ms(r, "prefill_tok_s", ".1f"),
+                _ms(r, "decode_tok_s", ".1f"),
+                _f(r.get("decode_tok_s_cv_pct"), ".1f"),
+                _f(r.get("peak_rss_mb_mean"), ".0f"),
+                _ms(r, "rougeL_f", ".3f"),
             )
         models = Table(title="per model (ROUGE: mean over talks [95% bootstrap CI])", title_justify="left")
         for col in ("model", "talks", "ROUGE-1", "ROUGE-2", "ROUGE-L", "decode tok/s", "ttft s", "peak MiB"):
             models.add_column(col, justify="left" if col == "model" else "right")
         for m in self.per_model:
-            models.add_row(m["model"], str(m["talks"]), m["rouge1_f_ci"], m["rouge2_f_ci"], m["rougeL_f_ci"],
-                           _f(m["decode_tok_s_mean"], ".1f"), _f(m["ttft_s_mean"], ".3f"),
-                           _f(m["peak_rss_mb_max"], ".0f"))
+            models.add_row(
+                m["model"],
+                str(m["talks"]),
+                m["rouge1_f_ci"],
+                m["rouge2_f_ci"],
+                m["rougeL_f_ci"],
+                _f(m["decode_tok_s_mean"], ".1f"),
+                _f(m["ttft_s_mean"], ".3f"),
+                _f(m["peak_rss_mb_max"], ".0f"),
+            )
         console = Console(width=width, no_color=True, highlight=False)
         with console.capture() as cap:
             console.print(table)

@@ -47,7 +47,9 @@ class RunWriter:
         except FileExistsError:
             raise HarnessError(f"run directory {self.dir} already exists; pick another --out") from None
         except OSError as exc:
-            raise HarnessError(f"cannot create run directory {self.dir}: {exc.strerror}; check --out") from None
+            raise HarnessError(
+                f"cannot create run directory {self.dir}: {exc.strerror}; check --out"
+            ) from None
         self.csv_path = self.dir / "results.csv"
         self.summaries_path = self.dir / "summaries.jsonl"
         self.run_json_path = self.dir / "run.json"

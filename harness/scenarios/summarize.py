@@ -27,7 +27,9 @@ class PreparedPrompt:
 
 
 class SummarizeScenario:
-    def __init__(self, backend: Backend, template: PromptTemplate, n_ctx: int, config: SummarizeConfig) -> None:
+    def __init__(
+        self, backend: Backend, template: PromptTemplate, n_ctx: int, config: SummarizeConfig
+    ) -> None:
         self.backend = backend
         self.template = template
         self.n_ctx = n_ctx

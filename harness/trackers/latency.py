@@ -67,7 +67,9 @@ class LatencyStats:
             engine_prefill_tok_s=counters.prefill_tok_s if counters else None,
             engine_decode_tokens=counters.decode_tokens if counters else None,
             engine_decode_tok_s=engine_decode,
-            decode_vs_engine_pct=(100.0 * (decode / engine_decode - 1.0)) if decode and engine_decode else None,
+            decode_vs_engine_pct=(100.0 * (decode / engine_decode - 1.0))
+            if decode and engine_decode
+            else None,
         )
 
     def as_row(self) -> dict[str, float | int | None]:

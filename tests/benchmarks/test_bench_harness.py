@@ -17,8 +17,18 @@ from harness.results.writer import RunWriter
 from harness.trackers.latency import LatencyStats
 from harness.trackers.memory import MemorySampler
 
-ROW = {"run_id": "r", "model": "m", "backend": "llama_cpp", "talk_id": "t", "repeat": 0, "status": "ok",
-       "ttft_s": 0.123, "decode_tok_s": 51.2, "rougeL_f": 0.31, "peak_rss_mb": 180.5}
+ROW = {
+    "run_id": "r",
+    "model": "m",
+    "backend": "llama_cpp",
+    "talk_id": "t",
+    "repeat": 0,
+    "status": "ok",
+    "ttft_s": 0.123,
+    "decode_tok_s": 51.2,
+    "rougeL_f": 0.31,
+    "peak_rss_mb": 180.5,
+}
 
 
 def test_bench_write_row(benchmark, tmp_path: Path) -> None:
@@ -31,8 +41,13 @@ def test_bench_write_row(benchmark, tmp_path: Path) -> None:
 
 def test_bench_latency_stats(benchmark) -> None:
     """Statistics over a 256-token stream."""
-    result = GenerationResult(token_ids=list(range(256)), text="", start_ns=0,
-                              token_ns=[10_000_000 + 20_000_000 * i for i in range(256)], stop_reason="length")
+    result = GenerationResult(
+        token_ids=list(range(256)),
+        text="",
+        start_ns=0,
+        token_ns=[10_000_000 + 20_000_000 * i for i in range(256)],
+        stop_reason="length",
+    )
     stats = benchmark(LatencyStats.from_generation, 1000, result)
     assert stats.output_tokens == 256
 
