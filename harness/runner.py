@@ -238,6 +238,7 @@ class Runner:
             use_mmap=not cfg.no_mmap and bool(flags.get("use_mmap", True)),
             provider=cfg.provider or entry.provider,
             provider_options=dict(entry.provider_options),
+            chat_template_kwargs=dict(entry.chat_template_kwargs),
         )
         specs = [SampleSpec(i, talk.id, rep, talk.text) for i, (talk, rep) in enumerate(samples)]
         job = ModelJob(

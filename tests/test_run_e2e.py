@@ -76,6 +76,9 @@ def test_smoke_run_writes_one_row_per_talk(tmp_path: Path, cli_env: dict[str, st
     assert run["prompts"] == {"summarize.zh.chat.txt": df["prompt_sha"].iloc[0]}
     assert run["overhead"]["wall_s"] >= run["overhead"]["engine_s"] > 0
     assert (run_dir / "summary.csv").is_file()
+    per_model = pd.read_csv(run_dir / "summary_models.csv")
+    assert per_model.loc[0, "model"] == "tiny-qwen2" and per_model.loc[0, "talks"] == 5
+    assert per_model.loc[0, "rougeL_f_ci_lo"] <= per_model.loc[0, "rougeL_f_mean"] <= per_model.loc[0, "rougeL_f_ci_hi"]
 
 
 def test_repeats_do_not_reuse_the_prompt_cache(tmp_path: Path, cli_env: dict[str, str]) -> None:

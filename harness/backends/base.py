@@ -31,6 +31,7 @@ class BackendOptions:
     use_mmap: bool = True
     provider: str = "auto"
     provider_options: dict[str, Any] = field(default_factory=dict)
+    chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
 
 

@@ -100,7 +100,7 @@ class LlamaCppBackend(Backend):
         assert self.llm is not None
         if self.prompt_style == "chat":
             assert self._formatter is not None
-            rendered = self._formatter(messages=prompt.messages()).prompt
+            rendered = self._formatter(messages=prompt.messages(), **self.options.chat_template_kwargs).prompt
             # The template writes BOS itself when the model wants one; special=True parses control tokens.
             return self.llm.tokenize(rendered.encode("utf-8"), add_bos=False, special=True)
         return self.llm.tokenize(prompt.content.encode("utf-8"), add_bos=True, special=False)

@@ -105,6 +105,8 @@ class ModelEntry(_Strict):
     provider: str = "auto"  # onnx: execution provider; llama_cpp: ignored
     provider_options: dict[str, Any] = Field(default_factory=dict)
     flags: dict[str, Any] = Field(default_factory=dict)  # backend options: flash_attn, n_gpu_layers, use_mmap
+    # Extra variables for the model's chat template, e.g. {enable_thinking: false} for Qwen3.
+    chat_template_kwargs: dict[str, Any] = Field(default_factory=dict)
     provenance: dict[str, Any] = Field(default_factory=dict)  # e.g. how an ONNX model was built
 
     @field_validator("flags")

@@ -1,4 +1,5 @@
-"""Aggregate a run's rows: per model x talk over repeats, and per model over talks.
+"""Aggregate a run's rows: per model x talk over repeats (summary.csv), and per model over talks
+(summary_models.csv).
 
 Per model x talk (summary.csv): mean, median, stdev and CV% of each metric over the repeats (only
 status=ok rows). Per model: ROUGE means with a 95 % bootstrap confidence interval over talks (each talk
@@ -149,4 +150,5 @@ def summarise_run(run_dir: Path) -> RunSummary | None:
         return None
     summary = summarise_frame(df)
     summary.per_talk.to_csv(run_dir / "summary.csv", index=False, float_format="%.6g")
+    pd.DataFrame(summary.per_model).to_csv(run_dir / "summary_models.csv", index=False, float_format="%.6g")
     return summary
