@@ -30,6 +30,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from harness.errors import HarnessError
+from harness.jsonl import read_objects
+
+EXPECTED = "a JSON object with prediction and references"
 
 # Kept here rather than imported from harness.scoring so that building the CLI parser does not import
 # rouge-score/nltk (about a second); tests check they equal harness.scoring.TOKENIZERS / LANGS.
@@ -76,18 +79,6 @@ class _Row:
     source: str | None
 
 
-def _load_object(raw: str, where: str) -> dict[str, Any]:
-    try:
-        obj = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise HarnessError(
-            f"{where}: not valid JSON ({exc.msg}); each line must be one JSON object"
-        ) from None
-    if not isinstance(obj, dict):
-        raise HarnessError(f"{where}: expected a JSON object with prediction and references")
-    return obj
-
-
 def _resolve_lang(obj: dict[str, Any], key: str, default: str | None, refs: list[str], where: str) -> str:
     from harness.corpus import detect_lang
 
@@ -116,20 +107,8 @@ def _fields(obj: dict[str, Any], where: str) -> tuple[str, list[str], str | None
     return prediction, refs, source
 
 
-def _read_lines(path: Path) -> Iterator[tuple[int, str]]:
-    try:
-        with path.open(encoding="utf-8-sig") as fh:  # tolerate a BOM (Windows editors)
-            for lineno, raw in enumerate(fh, start=1):
-                if raw.strip():
-                    yield lineno, raw
-    except UnicodeDecodeError as exc:
-        raise HarnessError(f"{path}: not UTF-8 text ({exc.reason}); save the JSONL as UTF-8") from None
-
-
 def _jsonl_rows(path: Path, default_lang: str | None) -> Iterator[_Row]:
-    for lineno, raw in _read_lines(path):
-        where = f"{path}:{lineno}"
-        obj = _load_object(raw, where)
+    for lineno, where, obj in read_objects(path, EXPECTED):
         prediction, refs, source = _fields(obj, where)
         ident: dict[str, Any] = {"line": lineno}
         if "id" in obj:
@@ -139,9 +118,7 @@ def _jsonl_rows(path: Path, default_lang: str | None) -> Iterator[_Row]:
 
 
 def _run_rows(path: Path, default_lang: str | None, skipped: Counter[str]) -> Iterator[_Row]:
-    for lineno, raw in _read_lines(path):
-        where = f"{path}:{lineno}"
-        obj = _load_object(raw, where)
+    for lineno, where, obj in read_objects(path, EXPECTED):
         status = obj.get("status")
         if status != "ok":
             skipped[str(status)] += 1

@@ -11,12 +11,13 @@ languages, so a run that asks for English summaries of Chinese talks can still b
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from harness.errors import HarnessError
+from harness.jsonl import read_objects
 
 BUILTIN_CORPUS = "summit"
 
@@ -50,15 +51,7 @@ def detect_lang(text: str) -> str:
     return "zh" if letters and cjk / letters > 0.2 else "en"
 
 
-def _parse_line(raw: str, where: str) -> Talk:
-    try:
-        obj = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise HarnessError(
-            f"{where}: not valid JSON ({exc.msg}); each line must be one JSON object"
-        ) from None
-    if not isinstance(obj, dict):
-        raise HarnessError(f"{where}: expected a JSON object with id, text, references")
+def _parse_line(obj: dict[str, Any], where: str) -> Talk:
     for key in ("id", "text"):
         if not isinstance(obj.get(key), str) or not obj[key].strip():
             raise HarnessError(f'{where}: "{key}" must be a non-empty string')
@@ -91,15 +84,12 @@ def load_corpus(path: Path | None = None) -> list[Talk]:
         raise HarnessError(f"corpus file not found: {source}; pass --corpus FILE.jsonl")
     talks: list[Talk] = []
     seen: set[str] = set()
-    with source.open(encoding="utf-8") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            if not raw.strip():
-                continue
-            talk = _parse_line(raw, f"{source}:{lineno}")
-            if talk.id in seen:
-                raise HarnessError(f'{source}:{lineno}: duplicate talk id "{talk.id}"')
-            seen.add(talk.id)
-            talks.append(talk)
+    for _, where, obj in read_objects(source, "a JSON object with id, text, references"):
+        talk = _parse_line(obj, where)
+        if talk.id in seen:
+            raise HarnessError(f'{where}: duplicate talk id "{talk.id}"')
+        seen.add(talk.id)
+        talks.append(talk)
     if not talks:
         raise HarnessError(f"corpus {source} has no talks")
     return talks

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from harness.errors import HarnessError
+from harness.jsonl import read_objects
 from harness.results.schema import COLUMN_SPECS, REQUIRED_COLUMNS
 
 RESULTS_CSV = "results.csv"
@@ -127,20 +128,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def read_summaries(path: Path) -> list[dict[str, Any]]:
-    records: list[dict[str, Any]] = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise HarnessError(
-                    f"{path}:{lineno}: not valid JSON ({exc.msg}); each line must be one JSON object"
-                ) from None
-            if isinstance(obj, dict):
-                records.append(obj)
-    return records
+    return [obj for _, _, obj in read_objects(path)]
 
 
 def load_run(path: str | Path) -> Run:
