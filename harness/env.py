@@ -30,6 +30,14 @@ PACKAGES = (
     "huggingface-hub",
     "transformers",
     "torch",
+    "tokenizers",
+    # Hardware-specific onnxruntime builds: which one is installed decides the execution providers.
+    "onnxruntime-gpu",
+    "onnxruntime-genai-cuda",
+    "onnxruntime-directml",
+    "onnxruntime-genai-directml",
+    "onnxruntime-qnn",
+    "onnxruntime-openvino",
 )
 
 
@@ -98,11 +106,16 @@ def onnxruntime_info() -> dict[str, Any] | None:
         ort = importlib.import_module("onnxruntime")
     except ImportError:
         return None
-    info: dict[str, Any] = {"version": ort.__version__, "providers": ort.get_available_providers()}
+    info: dict[str, Any] = {"version": ort.__version__, "providers": ort.get_available_providers(),
+                            "genai_version": None}
     try:
-        info["genai_version"] = md.version("onnxruntime-genai")
-    except md.PackageNotFoundError:
-        info["genai_version"] = None
+        # The backend knows the build-specific package names and plugin EPs that onnxruntime does not list.
+        from harness.backends.onnx_genai import available_providers, genai_version
+
+        info["providers"] = available_providers()
+        info["genai_version"] = genai_version()
+    except ImportError:
+        pass
     return info
 
 

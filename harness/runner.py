@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import __version__
+from harness.backends import backend_class
 from harness.backends.base import BackendOptions
 from harness.corpus import Talk, builtin_corpus_path, load_corpus
 from harness.env import collect_environment, physical_cores
@@ -96,6 +97,8 @@ class Runner:
         self.threads = config.threads or physical_cores()
         if self.threads < 1:
             raise HarnessError("--threads must be at least 1")
+        for entry in self.entries:
+            backend_class(entry.backend).preflight(self._backend_options(entry))
 
     # ------------------------------------------------------------------------------------------------
     def run(self) -> tuple[Path, int]:
@@ -166,6 +169,21 @@ class Runner:
             writer.write_run_json(record)
         return writer.dir, errors
 
+    def _backend_options(self, entry: ModelEntry) -> BackendOptions:
+        """models.yaml flags, overridden by CLI flags."""
+        cfg = self.config
+        flags = dict(entry.flags)
+        return BackendOptions(
+            threads=self.threads,
+            n_ctx=cfg.n_ctx or entry.n_ctx,
+            n_gpu_layers=cfg.n_gpu_layers if cfg.n_gpu_layers is not None else int(flags.get("n_gpu_layers", 0)),
+            flash_attn=cfg.flash_attn if cfg.flash_attn is not None else bool(flags.get("flash_attn", False)),
+            use_mmap=not cfg.no_mmap and bool(flags.get("use_mmap", True)),
+            provider=cfg.provider or entry.provider,
+            provider_options=dict(entry.provider_options),
+            chat_template_kwargs=dict(entry.chat_template_kwargs),
+        )
+
     # ------------------------------------------------------------------------------------------------
     def _samples(self) -> list[tuple[Talk, int]]:
         return [(talk, r) for talk in self.talks for r in range(self.config.repeats)]
@@ -226,20 +244,8 @@ class Runner:
         }
         record["models"][entry.id] = model_record
 
-        flags = dict(entry.flags)
-        flash_attn = cfg.flash_attn if cfg.flash_attn is not None else bool(flags.get("flash_attn", False))
-        options = BackendOptions(
-            threads=self.threads,
-            n_ctx=cfg.n_ctx or entry.n_ctx,
-            n_gpu_layers=cfg.n_gpu_layers
-            if cfg.n_gpu_layers is not None
-            else int(flags.get("n_gpu_layers", 0)),
-            flash_attn=flash_attn,
-            use_mmap=not cfg.no_mmap and bool(flags.get("use_mmap", True)),
-            provider=cfg.provider or entry.provider,
-            provider_options=dict(entry.provider_options),
-            chat_template_kwargs=dict(entry.chat_template_kwargs),
-        )
+        options = self._backend_options(entry)
+        flash_attn = options.flash_attn
         specs = [SampleSpec(i, talk.id, rep, talk.text) for i, (talk, rep) in enumerate(samples)]
         job = ModelJob(
             model_id=entry.id,

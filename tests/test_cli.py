@@ -75,3 +75,22 @@ def test_unknown_backend_in_models_file(
     """)
     err = _error(capsys, ["run", "--models-file", str(models), "--out", str(tmp_path)])
     assert 'model "m"' in err and "backend" in err
+
+
+def test_unavailable_execution_provider_fails_before_any_work(
+    capsys: pytest.CaptureFixture[str], write_models, tmp_path: Path
+) -> None:
+    pytest.importorskip("onnxruntime_genai")
+    models = write_models("""\
+        - id: some-onnx
+          backend: onnx
+          quant: int8
+          n_ctx: 512
+          prompt_style: chat
+          source: {kind: onnx_dir, path: not-built-yet}
+    """)
+    out = tmp_path / "runs"
+    argv = ["run", "--models-file", str(models), "--models", "some-onnx", "--provider", "qnn", "--out", str(out)]
+    err = _error(capsys, argv)
+    assert '"qnn"' in err and "available: " in err and "CPUExecutionProvider" in err
+    assert not out.exists()  # nothing started, nothing half-written

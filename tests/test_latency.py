@@ -53,3 +53,4 @@ def test_single_and_zero_tokens_have_no_decode_rate() -> None:
     assert one.decode_tok_s is None and one.ttft_s == pytest.approx(0.05)
     none = LatencyStats.from_generation(10, _result(0, []))
     assert none.ttft_s is None and none.output_tokens == 0 and none.e2e_s is None
+

@@ -106,6 +106,12 @@ class Backend(ABC):
     def generate(self, request: GenerationRequest) -> GenerationResult:
         """Greedy-decode from a clean state: no KV cache or prefix reuse from earlier calls."""
 
+    @classmethod
+    def preflight(cls, options: BackendOptions) -> None:
+        """Check in the parent, before any worker starts, that `options` can work on this machine (an
+        execution provider that exists, say); raise HarnessError naming the fix if not."""
+        return None
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release engine resources."""
 

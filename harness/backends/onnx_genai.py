@@ -8,9 +8,15 @@ names, and onnxruntime quietly places nodes on CPU when an accelerator is missin
 say what ran, so a requested provider that this onnxruntime lacks is an error naming the ones it has,
 and `LoadInfo.provider` is the EP name that was configured (e.g. "QNNExecutionProvider").
 
-Why threads are set here: onnxruntime-genai leaves `intra_op_num_threads` to the config, and the
-builder writes none, so without it the CPU EP's thread count is onnxruntime's own choice (one thread
-on some builds) and llama.cpp-vs-ONNX comparisons would compare thread counts, not engines.
+Why threads are set here: onnxruntime-genai leaves `intra_op_num_threads` to genai_config.json, and
+the builder writes none, so the CPU EP's thread count would be a default (which behaved like one
+thread on the 2-core machines here) and llama.cpp-vs-ONNX comparisons would compare thread counts.
+
+Why token ids come from Hugging Face `tokenizers` when it is installed: onnxruntime-genai's own
+tokenizer splits long runs of text without spaces differently from Hugging Face and llama.cpp for
+SentencePiece-style vocabularies (Gemma 3: 1-4 more tokens per Chinese talk), so the same prompt would
+reach the two engines as different ids. `tokenizers` reads the same tokenizer.json and gives
+llama.cpp's ids; without it the genai tokenizer is used and LoadInfo.extra["tokenizer"] says so.
 
 Why a fresh `og.Generator` per sample: the generator owns the KV cache, so a new one cannot reuse a
 previous prompt's prefix; prefill is measured in full every time.
@@ -19,6 +25,7 @@ previous prompt's prefix; prefill is measured in full every time.
 from __future__ import annotations
 
 import importlib.metadata as md
+import importlib.util
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,7 +68,7 @@ PROVIDERS: dict[str, Provider] = {
         Provider("qnn", "qnn", "QNNExecutionProvider", "onnxruntime-qnn"),
         Provider("openvino", "OpenVINO", "OpenVINOExecutionProvider", "onnxruntime-openvino"),
         Provider("coreml", "CoreML", "CoreMLExecutionProvider", "onnxruntime (macOS build)"),
-        Provider("webgpu", "WebGPU", "WebGpuExecutionProvider", "onnxruntime-genai-webgpu"),
+        Provider("webgpu", "WebGPU", "WebGpuExecutionProvider", "onnxruntime-webgpu"),
     )
 }
 
@@ -139,7 +146,7 @@ def _read_json(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as exc:
-        raise HarnessError(f"{path}: not valid JSON ({exc}); rebuild the model with `harness prepare onnx`")
+        raise HarnessError(f"{path}: not valid JSON ({exc}); rebuild the model with `harness prepare onnx`") from None
     return data if isinstance(data, dict) else {}
 
 
@@ -151,13 +158,58 @@ def _as_ids(value: Any) -> list[int]:
     return [int(value)]
 
 
+class _GenaiCodec:
+    """Token ids <-> text with onnxruntime-genai's tokenizer."""
+
+    name = "onnxruntime-genai"
+
+    def __init__(self, tokenizer: Any) -> None:
+        self._tok = tokenizer
+
+    def encode(self, text: str) -> list[int]:
+        return [int(i) for i in self._tok.encode(text)]
+
+    def decode(self, ids: list[int]) -> str:
+        return str(self._tok.decode(np.asarray(ids, dtype=np.int32))) if ids else ""
+
+
+class _HfCodec:
+    """Token ids <-> text with Hugging Face `tokenizers` on the model's tokenizer.json."""
+
+    def __init__(self, path: Path) -> None:
+        import tokenizers
+
+        self._tok = tokenizers.Tokenizer.from_file(str(path))
+        self.name = f"tokenizers {tokenizers.__version__}"
+
+    def encode(self, text: str) -> list[int]:
+        # No post-processor specials (BOS is our decision, below); control tokens in the text still
+        # map to their ids, as the chat template expects.
+        return list(self._tok.encode(text, add_special_tokens=False).ids)
+
+    def decode(self, ids: list[int]) -> str:
+        return str(self._tok.decode(ids, skip_special_tokens=True)) if ids else ""
+
+
+def make_codec(model_dir: Path, genai_tokenizer: Any) -> _GenaiCodec | _HfCodec:
+    """`tokenizers` on tokenizer.json when both exist (same ids as llama.cpp), else genai's tokenizer."""
+    path = model_dir / "tokenizer.json"
+    if path.is_file() and importlib.util.find_spec("tokenizers") is not None:
+        try:
+            return _HfCodec(path)
+        except Exception:  # a tokenizer.json `tokenizers` cannot read: genai may still manage
+            pass
+    return _GenaiCodec(genai_tokenizer)
+
+
 class OnnxGenaiBackend(Backend):
     name: ClassVar[str] = "onnx"
 
     def __init__(self, model_path: Path, options: BackendOptions, prompt_style: str) -> None:
         super().__init__(model_path, options, prompt_style)
         self.model: Any = None
-        self.tokenizer: Any = None
+        self.tokenizer: Any = None  # genai's: chat templates and EOS ids
+        self.codec: _GenaiCodec | _HfCodec | None = None  # token ids <-> text
         self.provider: Provider | None = None
         self.n_ctx = 0
         self._eos: set[int] = set()
@@ -205,6 +257,7 @@ class OnnxGenaiBackend(Backend):
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise HarnessError(f"onnxruntime-genai could not load {model_dir} on {provider.ep}: {first}") from None
         self.tokenizer = og.Tokenizer(self.model)
+        self.codec = make_codec(model_dir, self.tokenizer)
         self.provider = provider
 
         model_cfg = genai_config.get("model", {})
@@ -219,8 +272,8 @@ class OnnxGenaiBackend(Backend):
         self._min_max_length = self._kv_floor(model_cfg)
 
         extra: dict[str, Any] = {
-            "onnxruntime": _ort_version(),
-            "onnxruntime_genai": _genai_version(),
+            "onnxruntime": ort_version(),
+            "onnxruntime_genai": genai_version(),
             "genai_provider": provider.genai or "cpu",
             "provider_options": {str(k): _option_str(v) for k, v in self.options.provider_options.items()},
             "available_providers": available,
@@ -228,6 +281,7 @@ class OnnxGenaiBackend(Backend):
             "model_type": _safe(lambda: self.model.type) or model_cfg.get("type"),
             "intra_op_num_threads": int(self.options.threads),
             "context_length": context_length,
+            "tokenizer": self.codec.name,
             "add_bos_token": self._add_bos,
             "eos_token_ids": sorted(self._eos),
         }
@@ -265,13 +319,12 @@ class OnnxGenaiBackend(Backend):
     # --- prompt ----------------------------------------------------------------------------------
 
     def tokenize_prompt(self, prompt: RenderedPrompt) -> list[int]:
-        assert self.tokenizer is not None, "load() first"
+        assert self.codec is not None, "load() first"
         if self.prompt_style == "chat":
             text = self._chat_text(prompt)
             # The chat template writes BOS itself when the model wants one (as in the llama.cpp backend).
-            ids = [int(i) for i in self.tokenizer.encode(text)]
-            return self._dedupe_bos(ids)
-        ids = [int(i) for i in self.tokenizer.encode(prompt.content)]
+            return self._dedupe_bos(self.codec.encode(text))
+        ids = self.codec.encode(prompt.content)
         if self._add_bos and self._bos is not None and ids[:1] != [self._bos]:
             ids.insert(0, self._bos)
         return self._dedupe_bos(ids)
@@ -325,7 +378,7 @@ class OnnxGenaiBackend(Backend):
     # --- generate --------------------------------------------------------------------------------
 
     def generate(self, request: GenerationRequest) -> GenerationResult:
-        assert self.model is not None and self.tokenizer is not None, "load() first"
+        assert self.model is not None and self.codec is not None, "load() first"
         n_prompt = len(request.prompt_ids)
         if n_prompt == 0:
             raise HarnessError("empty prompt: nothing to generate from")
@@ -373,7 +426,7 @@ class OnnxGenaiBackend(Backend):
             del generator  # frees this sample's KV cache before the next one is allocated
         # Decode all ids at once: a Chinese character spans several byte-level tokens, so per-token
         # pieces are partial UTF-8.
-        text = str(self.tokenizer.decode(np.asarray(ids, dtype=np.int32))) if ids else ""
+        text = self.codec.decode(ids)
         return GenerationResult(
             token_ids=ids,
             text=text,
@@ -384,15 +437,21 @@ class OnnxGenaiBackend(Backend):
             counters=None,  # onnxruntime-genai keeps no per-generation timing counters
         )
 
+    @classmethod
+    def preflight(cls, options: BackendOptions) -> None:
+        # A named provider that this onnxruntime lacks fails the whole run up front, in one line.
+        select_provider(options.provider, available_providers())
+
     def close(self) -> None:
+        self.codec = None
         self.tokenizer = None
         self.model = None
 
     @classmethod
     def system_info(cls) -> dict[str, Any]:
         return {
-            "onnxruntime": _ort_version(),
-            "onnxruntime_genai": _genai_version(),
+            "onnxruntime": ort_version(),
+            "onnxruntime_genai": genai_version(),
             "providers": available_providers(),
             "auto_order": list(AUTO_ORDER),
         }
@@ -405,13 +464,13 @@ def _option_str(value: Any) -> str:
     return str(value)
 
 
-def _ort_version() -> str | None:
+def ort_version() -> str | None:
     import onnxruntime as ort
 
     return getattr(ort, "__version__", None)
 
 
-def _genai_version() -> str | None:
+def genai_version() -> str | None:
     # The distribution name depends on the build (onnxruntime-genai, -cuda, -directml, ...).
     version = getattr(og, "__version__", None)
     if version:
