@@ -60,6 +60,9 @@ class LlamaCppBackend(Backend):
             n_gpu_layers=n_gpu_layers,
             use_mmap=opts.use_mmap,
             flash_attn=opts.flash_attn,
+            # llama.cpp's own tools (llama-cli, llama-server, llama-bench) default to a window-sized cache
+            # for sliding-window layers; llama-cpp-python asks for a full-size one. Match the tools.
+            swa_full=False,
             seed=opts.seed,
             verbose=False,
             no_perf=False,
@@ -83,6 +86,7 @@ class LlamaCppBackend(Backend):
             "n_threads": opts.threads,
             "n_threads_batch": opts.threads,
             "flash_attn": opts.flash_attn,
+            "swa_full": False,
             "gpu_offload_supported": gpu_ok,
             "architecture": self.llm.metadata.get("general.architecture"),
             "file_type": self.llm.metadata.get("general.file_type"),
