@@ -8,9 +8,7 @@ from harness.trackers.latency import LatencyStats
 MS = 1_000_000
 
 
-def _result(
-    start_ms: float, token_ms: list[float], counters: EngineCounters | None = None
-) -> GenerationResult:
+def _result(start_ms: float, token_ms: list[float], counters: EngineCounters | None = None) -> GenerationResult:
     return GenerationResult(
         token_ids=list(range(len(token_ms))),
         text="",
@@ -54,3 +52,19 @@ def test_single_and_zero_tokens_have_no_decode_rate() -> None:
     none = LatencyStats.from_generation(10, _result(0, []))
     assert none.ttft_s is None and none.output_tokens == 0 and none.e2e_s is None
 
+
+def test_time_outside_the_engine_per_decode_step() -> None:
+    # 4 decode steps over 40 ms of wall time, of which the engine's eval timer saw 36 ms: 1 ms per step outside
+    counters = EngineCounters(prompt_tokens=100, prompt_ms=190.0, decode_tokens=4, decode_ms=36.0)
+    stats = LatencyStats.from_generation(100, _result(0, [200, 210, 220, 230, 240], counters))
+    assert stats.outside_engine_ms_per_tok == pytest.approx(1.0)
+    assert LatencyStats.from_generation(100, _result(0, [200, 210])).outside_engine_ms_per_tok is None
+
+
+def test_engine_gap_warning_is_one_line_per_model_with_its_explanation() -> None:
+    from harness.runner import engine_gap_warning
+
+    assert engine_gap_warning("m", [(-1.2, 0.1), (-2.9, 0.2)]) is None
+    warning = engine_gap_warning("m", [(-3.3, 0.5), (-1.0, 0.2), (-3.1, 0.6)])
+    assert warning is not None and "2/3 samples" in warning and "-3.3..-3.1%" in warning
+    assert "0.50 ms" in warning

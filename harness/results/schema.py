@@ -60,6 +60,7 @@ COLUMN_SPECS: tuple[Column, ...] = (
     _C("engine_decode_tokens", "tokens", "engine's own count of decode steps (llama.cpp n_eval)"),
     _C("engine_decode_tok_s", "tok/s", "engine's own decode rate (llama.cpp n_eval / t_eval)"),
     _C("decode_vs_engine_pct", "%", "100 * (decode_tok_s / engine_decode_tok_s - 1)"),
+    _C("outside_engine_ms_per_tok", "ms", "per decode step, wall time outside the engine's eval timer (sampling)"),
     _C("stop_reason", "", "eos, length (max_new_tokens) or error"),
     _C("max_new_tokens", "tokens", "generation cap for this sample"),
     _C("min_new_tokens", "tokens", "forced minimum length (EOS ignored until reached); 0 = natural stop"),

@@ -23,6 +23,15 @@ import numpy as np
 from harness.backends.base import EngineCounters, GenerationResult
 
 
+def _outside_engine_ms(times: list[int], counters: EngineCounters | None) -> float | None:
+    """Per decode step, wall time between tokens not spent in the engine's eval timer (sampling, the Python
+    loop): what makes decode_tok_s lower than engine_decode_tok_s."""
+    if counters is None or len(times) < 2 or counters.decode_tokens <= 0:
+        return None
+    wall_ms = (times[-1] - times[0]) / 1e6
+    return (wall_ms - counters.decode_ms) / counters.decode_tokens
+
+
 @dataclass(frozen=True)
 class LatencyStats:
     prompt_tokens: int
@@ -39,6 +48,7 @@ class LatencyStats:
     engine_decode_tokens: int | None = None
     engine_decode_tok_s: float | None = None
     decode_vs_engine_pct: float | None = None
+    outside_engine_ms_per_tok: float | None = None
 
     @classmethod
     def from_generation(cls, prompt_tokens: int, result: GenerationResult) -> LatencyStats:
@@ -67,9 +77,8 @@ class LatencyStats:
             engine_prefill_tok_s=counters.prefill_tok_s if counters else None,
             engine_decode_tokens=counters.decode_tokens if counters else None,
             engine_decode_tok_s=engine_decode,
-            decode_vs_engine_pct=(100.0 * (decode / engine_decode - 1.0))
-            if decode and engine_decode
-            else None,
+            decode_vs_engine_pct=(100.0 * (decode / engine_decode - 1.0)) if decode and engine_decode else None,
+            outside_engine_ms_per_tok=_outside_engine_ms(times, counters),
         )
 
     def as_row(self) -> dict[str, float | int | None]:

