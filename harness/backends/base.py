@@ -72,6 +72,26 @@ class GenerationResult:
     counters: EngineCounters | None = None
 
 
+class TokenStream:
+    """Generated ids with their arrival times, and the stop rule every backend shares: an end-of-sequence
+    token ends generation once min_new_tokens are reached (and is not kept), max_new_tokens ends it too."""
+
+    def __init__(self, request: GenerationRequest) -> None:
+        self.request = request
+        self.ids: list[int] = []
+        self.times: list[int] = []
+        self.stop_reason = "length"
+
+    def add(self, token: int, now_ns: int, is_eos: bool) -> bool:
+        """Record one token; True when generation must stop."""
+        if is_eos and len(self.ids) >= self.request.min_new_tokens:
+            self.stop_reason = "eos"
+            return True
+        self.ids.append(token)
+        self.times.append(now_ns)
+        return len(self.ids) >= self.request.max_new_tokens
+
+
 @dataclass
 class LoadInfo:
     provider: str  # what actually runs the model, e.g. "CPU (AVX2)" or "CPUExecutionProvider"

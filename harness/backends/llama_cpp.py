@@ -27,6 +27,7 @@ from harness.backends.base import (
     GenerationRequest,
     GenerationResult,
     LoadInfo,
+    TokenStream,
 )
 from harness.errors import HarnessError
 from harness.prompts import RenderedPrompt
@@ -125,20 +126,12 @@ class LlamaCppBackend(Backend):
         llm.reset()
         llm._ctx.kv_cache_clear()
         llama_cpp.llama_perf_context_reset(ctx)
-        ids: list[int] = []
-        times: list[int] = []
-        stop_reason = "length"
+        stream = TokenStream(request)
         start = self.now_ns()
         for token in llm.generate(
             request.prompt_ids, temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0, reset=True
         ):
-            now = self.now_ns()
-            if llama_cpp.llama_vocab_is_eog(vocab, token) and len(ids) >= request.min_new_tokens:
-                stop_reason = "eos"
-                break
-            ids.append(token)
-            times.append(now)
-            if len(ids) >= request.max_new_tokens:
+            if stream.add(token, self.now_ns(), bool(llama_cpp.llama_vocab_is_eog(vocab, token))):
                 break
         perf = llama_cpp.llama_perf_context(ctx)
         counters = EngineCounters(
@@ -147,13 +140,13 @@ class LlamaCppBackend(Backend):
             decode_tokens=int(perf.n_eval),
             decode_ms=float(perf.t_eval_ms),
         )
-        text = decode_utf8(llm.detokenize(ids))
+        text = decode_utf8(llm.detokenize(stream.ids))
         return GenerationResult(
-            token_ids=ids,
+            token_ids=stream.ids,
             text=text,
             start_ns=start,
-            token_ns=times,
-            stop_reason=stop_reason,
+            token_ns=stream.times,
+            stop_reason=stream.stop_reason,
             prompt_tokens_evaluated=counters.prompt_tokens,
             counters=counters,
         )

@@ -40,6 +40,7 @@ from harness.backends.base import (
     GenerationRequest,
     GenerationResult,
     LoadInfo,
+    TokenStream,
 )
 from harness.errors import HarnessError
 from harness.prompts import RenderedPrompt
@@ -404,9 +405,7 @@ class OnnxGenaiBackend(Backend):
             search["min_length"] = n_prompt + request.min_new_tokens
         params.set_search_options(**search)
         generator = og.Generator(self.model, params)
-        ids: list[int] = []
-        times: list[int] = []
-        stop_reason = "length"
+        stream = TokenStream(request)
         try:
             start = self.now_ns()
             generator.append_tokens(np.asarray(request.prompt_ids, dtype=np.int32))
@@ -414,25 +413,19 @@ class OnnxGenaiBackend(Backend):
             while not generator.is_done():
                 generator.generate_next_token()
                 token = int(generator.get_next_tokens()[0])
-                now = self.now_ns()
-                if token in self._eos and len(ids) >= request.min_new_tokens:
-                    stop_reason = "eos"
-                    break
-                ids.append(token)
-                times.append(now)
-                if len(ids) >= request.max_new_tokens:
+                if stream.add(token, self.now_ns(), token in self._eos):
                     break
         finally:
             del generator  # frees this sample's KV cache before the next one is allocated
         # Decode all ids at once: a Chinese character spans several byte-level tokens, so per-token
         # pieces are partial UTF-8.
-        text = self.codec.decode(ids)
+        text = self.codec.decode(stream.ids)
         return GenerationResult(
-            token_ids=ids,
+            token_ids=stream.ids,
             text=text,
             start_ns=start,
-            token_ns=times,
-            stop_reason=stop_reason,
+            token_ns=stream.times,
+            stop_reason=stream.stop_reason,
             prompt_tokens_evaluated=evaluated,
             counters=None,  # onnxruntime-genai keeps no per-generation timing counters
         )

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from harness.report.compare_output import fmt_value
-from harness.report.data import SUMMARY_METRICS, TalkBlock
+from harness.report.data import SUMMARY_METRICS, TalkBlock, TalkSummary
 
 
 @dataclass
@@ -26,6 +26,18 @@ class ReportFigure:
     png: bytes | None
     missing: str  # shown instead when png is None
 
+
+
+def _summary_meta(s: TalkSummary) -> list[str]:
+    """repeat, ROUGE-L, language and a non-ok status of one shown summary, for its caption."""
+    meta = [f"repeat {s.repeat}"]
+    if s.rouge_l is not None:
+        meta.append(f"ROUGE-L {s.rouge_l:.3f}")
+    if s.summary_lang:
+        meta.append(s.summary_lang)
+    if s.status != "ok":
+        meta.append(f"status {s.status}")
+    return meta
 
 def e(text: object) -> str:
     return html.escape(str(text), quote=True)
@@ -159,13 +171,7 @@ def render_html(
             out.append(f'<p class="text">{e(ref)}</p>')
         out.append("</div>")
         for s in block.summaries:
-            meta = [f"repeat {s.repeat}"]
-            if s.rouge_l is not None:
-                meta.append(f"ROUGE-L {s.rouge_l:.3f}")
-            if s.summary_lang:
-                meta.append(s.summary_lang)
-            if s.status != "ok":
-                meta.append(f"status {s.status}")
+            meta = _summary_meta(s)
             out.append(
                 f'<div class="col"><h4>{e(s.series)}</h4><div class="meta">{e(" · ".join(meta))}</div>'
                 f'<p class="text"{_lang_attr(s.summary_lang)}>'
@@ -267,13 +273,7 @@ def render_md(
         for ref in block.references or ["(none)"]:
             out += [md_block(ref), ""]
         for s in block.summaries:
-            meta = [f"repeat {s.repeat}"]
-            if s.rouge_l is not None:
-                meta.append(f"ROUGE-L {s.rouge_l:.3f}")
-            if s.summary_lang:
-                meta.append(s.summary_lang)
-            if s.status != "ok":
-                meta.append(f"status {s.status}")
+            meta = _summary_meta(s)
             out += [
                 f"**{md(s.series)}** ({md(' · '.join(meta))})",
                 "",
