@@ -25,7 +25,7 @@ from harness.errors import HarnessError
 from harness.launchers.process import ProcessLauncher, WorkerDied
 from harness.launchers.worker import ModelJob, SampleSpec
 from harness.models.registry import ModelEntry, load_models, select_models
-from harness.models.sources import cached_sha256, resolve
+from harness.models.sources import cached_sha256, file_sha256, resolve
 from harness.prompts import load_template
 from harness.registry import unknown
 from harness.results.summary import summarise_run
@@ -525,10 +525,8 @@ def _load_cols(load_info: dict[str, Any]) -> dict[str, Any]:
 
 
 def _sha_file(path: Path) -> str | None:
-    import hashlib
-
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return file_sha256(path)
     except OSError:
         return None
 
