@@ -1,13 +1,16 @@
-"""The benchmark run: every selected model x talk x repeat, one worker process per model.
+"""The benchmark run: orchestration only.
 
-The runner knows models, talks and rows -- never backend details. For each model it resolves the
-weights (in the parent, so downloads are not timed), launches a worker, and for each sample message
-assembles a row from four places: the worker's latency stats, the parent's memory sampler, the device
-state, and the scorer. Rows are written the moment they are complete.
+The runner turns the selection (models × talks × repeats) into a plan -- the order samples run in --
+and walks it. For each model it resolves the weights (in the parent, so downloads are not timed) and
+opens a `WorkerSession` the first time the plan reaches it; each planned sample is one request to that
+session, and its outcome becomes a row through `harness.results.rows`, written the moment it exists.
+What a sample is belongs to the scenario (in the worker), what is observed around it to the trackers,
+how a row looks to `rows`: the runner names none of them.
 """
 
 from __future__ import annotations
 
+import io
 import sys
 import time
 from collections.abc import Callable
@@ -16,24 +19,32 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+
 from harness import __version__
-from harness.backends import backend_class
+from harness.backends import backend_class, make_flags
 from harness.backends.base import BackendOptions
 from harness.corpus import Talk, builtin_corpus_path, load_corpus
 from harness.env import collect_environment, physical_cores
-from harness.errors import HarnessError
-from harness.launchers.process import ProcessLauncher, WorkerDied
-from harness.launchers.worker import ModelJob, SampleSpec
+from harness.errors import HarnessError, unknown
+from harness.launchers.session import (
+    LauncherFactory,
+    SampleOutcome,
+    SessionFailed,
+    WorkerSession,
+    process_launcher,
+)
+from harness.launchers.worker import WorkerJob
 from harness.models.registry import ModelEntry, load_models, select_models
 from harness.models.sources import cached_sha256, file_sha256, resolve
-from harness.prompts import load_template
-from harness.registry import unknown
+from harness.progress import Progress
+from harness.prompts import PromptTemplate, load_template
+from harness.results.rows import ModelRowContext, error_row, ok_row, summary_record
 from harness.results.summary import summarise_run
 from harness.results.writer import RunWriter
+from harness.scenarios.base import SampleSpec
 from harness.scenarios.summarize import SummarizeConfig
-from harness.scoring import score_summary
-from harness.trackers.device import DeviceState, memory_bandwidth_gbs, throttling_suspected
-from harness.trackers.memory import MemorySampler
+from harness.trackers import TrackerContext, make_trackers
 
 ENGINE_TOLERANCE_PCT = 3.0
 
@@ -60,10 +71,26 @@ class RunConfig:
     n_ctx: int | None = None  # override models.yaml
     measure_bandwidth: bool = True
     sample_interval_s: float = 0.01
+    scenario: str = "summarize"
     command: list[str] = field(default_factory=lambda: list(sys.argv))
 
 
 Printer = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class PlannedSample:
+    seq: int  # global position in the run's order
+    model_id: str
+    talk: Talk
+    repeat: int
+
+
+def plan_samples(model_ids: list[str], talks: list[Talk], repeats: int) -> list[PlannedSample]:
+    """Model by model; within a model, repeats round-robin over talks (talk 1 r0, talk 2 r0, …, talk 1 r1),
+    so slow drift of the machine spreads over talks instead of lining up with one of them."""
+    order = [(m, talk, r) for m in model_ids for r in range(repeats) for talk in talks]
+    return [PlannedSample(seq, m, talk, r) for seq, (m, talk, r) in enumerate(order)]
 
 
 def _select_talks(talks: list[Talk], wanted: list[str]) -> list[Talk]:
@@ -80,10 +107,28 @@ def _fmt(v: float | None, spec: str) -> str:
     return "-" if v is None else format(v, spec)
 
 
+@dataclass
+class _ModelState:
+    """A model's progress through the plan: its session (opened when the plan first reaches it)."""
+
+    entry: ModelEntry
+    remaining: int
+    ctx: ModelRowContext | None = None
+    job: WorkerJob | None = None
+    session: WorkerSession | None = None
+    failed: str | None = None  # set once the model cannot produce rows any more: the message for the rest
+    record: dict[str, Any] = field(default_factory=dict)
+    engine_gaps: list[tuple[float, float | None]] = field(default_factory=list)
+
+
 class Runner:
-    def __init__(self, config: RunConfig, echo: Printer = print) -> None:
+    def __init__(
+        self, config: RunConfig, echo: Printer | None = None, launcher_factory: LauncherFactory = process_launcher
+    ) -> None:
         self.config = config
-        self.echo = echo
+        self._custom_echo = echo
+        self.echo: Printer = echo or print
+        self.launcher_factory = launcher_factory
         if config.repeats < 1:
             raise HarnessError("--repeats must be at least 1")
         if config.max_new_tokens < 1:
@@ -99,12 +144,20 @@ class Runner:
             raise HarnessError("--threads must be at least 1")
         for entry in self.entries:
             backend_class(entry.backend).preflight(self._backend_options(entry))
+        self.tracker_context = TrackerContext(
+            threads=self.threads,
+            measure_bandwidth=config.measure_bandwidth,
+            sample_interval_s=config.sample_interval_s,
+        )
+        self.engine_s = 0.0
+        self.errors = 0
 
     # ------------------------------------------------------------------------------------------------
     def run(self) -> tuple[Path, int]:
         """Run everything; returns (run directory, number of error rows)."""
         cfg = self.config
         writer = RunWriter(cfg.out)
+        plan = plan_samples([e.id for e in self.entries], self.talks, cfg.repeats)
         self.echo(
             f"harness {__version__} | run {writer.run_id} | {len(self.entries)} model(s) x "
             f"{len(self.talks)} talk(s) x {cfg.repeats} repeat(s) | threads {self.threads}"
@@ -112,53 +165,48 @@ class Runner:
         started = datetime.now(timezone.utc).isoformat()
         wall0 = time.perf_counter()
         environment = collect_environment()
-        if cfg.measure_bandwidth:
-            environment["memory_bandwidth_gbs"] = round(memory_bandwidth_gbs(), 2)
+        trackers_env = {t.name: t.environment() for t in make_trackers(self.tracker_context)}
+        environment["trackers"] = trackers_env
+        bandwidth = trackers_env.get("device", {}).get("memory_bandwidth_gbs")
+        if bandwidth is not None:
+            environment["memory_bandwidth_gbs"] = bandwidth
         record: dict[str, Any] = {
             "run_id": writer.run_id,
             "harness_version": __version__,
             "git_commit": environment["git_commit"],
             "command": cfg.command,
             "started_at": started,
-            "config": {
-                "models": [e.id for e in self.entries],
-                "talks": [t.id for t in self.talks],
-                "repeats": cfg.repeats,
-                "warmup": cfg.warmup,
-                "max_new_tokens": cfg.max_new_tokens,
-                "min_new_tokens": cfg.min_new_tokens,
-                "threads": self.threads,
-                "summary_lang": cfg.summary_lang or "talk",
-                "cooldown_s": cfg.cooldown_s,
-                "corpus": str(cfg.corpus) if cfg.corpus else "builtin:summit",
-                "corpus_sha256": _sha_file(cfg.corpus or builtin_corpus_path()),
-                "no_mmap": cfg.no_mmap,
-                "flash_attn": cfg.flash_attn,
-                "offline": cfg.offline,
-                "sample_interval_s": cfg.sample_interval_s,
-            },
+            "config": self._config_record(plan),
             "environment": environment,
             "models": {},
             "prompts": {},
             "warnings": [],
         }
         writer.write_run_json(record)
-        engine_s = 0.0
-        errors = 0
+        states = {e.id: _ModelState(e, sum(1 for p in plan if p.model_id == e.id)) for e in self.entries}
+        quiet = Console(file=io.StringIO()) if self._custom_echo else None
+        progress = Progress(total=len(plan), console=quiet)
+        if not self._custom_echo:
+            self.echo = progress.echo
         try:
-            for entry in self.entries:
-                errs, model_engine_s = self._run_model(entry, writer, record)
-                errors += errs
-                engine_s += model_engine_s
-                writer.write_run_json(record)
+            with progress:
+                for item in plan:
+                    state = states[item.model_id]
+                    self._run_planned(item, state, writer, record, bandwidth, progress)
+                    if state.remaining == 0:
+                        self._finish_model(state, record)
+                        writer.write_run_json(record)
         finally:
+            for state in states.values():
+                if state.session is not None:  # interrupted: release the worker
+                    self._finish_model(state, record)
             writer.close()
             wall = time.perf_counter() - wall0
             record["finished_at"] = datetime.now(timezone.utc).isoformat()
             record["overhead"] = {
                 "wall_s": round(wall, 3),
-                "engine_s": round(engine_s, 3),  # model loads + warm-ups + timed generations, in workers
-                "harness_s": round(wall - engine_s, 3),
+                "engine_s": round(self.engine_s, 3),  # model loads + warm-ups + timed generations, in workers
+                "harness_s": round(wall - self.engine_s, 3),
                 "note": "harness_s = wall_s - engine_s: model fetch, process start, scoring, writing, env probe",
             }
             summary = summarise_run(writer.dir)
@@ -167,337 +215,244 @@ class Runner:
                 for line in summary.lines():
                     self.echo(line)
             writer.write_run_json(record)
-        return writer.dir, errors
+        return writer.dir, self.errors
+
+    def _config_record(self, plan: list[PlannedSample]) -> dict[str, Any]:
+        cfg = self.config
+        return {
+            "models": [e.id for e in self.entries],
+            "talks": [t.id for t in self.talks],
+            "repeats": cfg.repeats,
+            "warmup": cfg.warmup,
+            "max_new_tokens": cfg.max_new_tokens,
+            "min_new_tokens": cfg.min_new_tokens,
+            "threads": self.threads,
+            "summary_lang": cfg.summary_lang or "talk",
+            "cooldown_s": cfg.cooldown_s,
+            "corpus": str(cfg.corpus) if cfg.corpus else "builtin:summit",
+            "corpus_sha256": _sha_file(cfg.corpus or builtin_corpus_path()),
+            "no_mmap": cfg.no_mmap,
+            "flash_attn": cfg.flash_attn,
+            "n_ctx": cfg.n_ctx,
+            "n_gpu_layers": cfg.n_gpu_layers,
+            "provider": cfg.provider,
+            "offline": cfg.offline,
+            "sample_interval_s": cfg.sample_interval_s,
+            "scenario": cfg.scenario,
+            "order": "models in turn; repeats round-robin over talks",
+            "planned_samples": len(plan),
+        }
 
     def _backend_options(self, entry: ModelEntry) -> BackendOptions:
-        """models.yaml flags, overridden by CLI flags."""
+        """models.yaml flags, overridden by the command line's engine options (None = not given)."""
         cfg = self.config
-        flags = dict(entry.flags)
+        cls = backend_class(entry.backend)
+        overrides = {
+            "n_gpu_layers": cfg.n_gpu_layers,
+            "flash_attn": cfg.flash_attn,
+            "use_mmap": False if cfg.no_mmap else None,
+        }
         return BackendOptions(
             threads=self.threads,
             n_ctx=cfg.n_ctx or entry.n_ctx,
-            n_gpu_layers=cfg.n_gpu_layers if cfg.n_gpu_layers is not None else int(flags.get("n_gpu_layers", 0)),
-            flash_attn=cfg.flash_attn if cfg.flash_attn is not None else bool(flags.get("flash_attn", False)),
-            use_mmap=not cfg.no_mmap and bool(flags.get("use_mmap", True)),
             provider=cfg.provider or entry.provider,
             provider_options=dict(entry.provider_options),
             chat_template_kwargs=dict(entry.chat_template_kwargs),
+            flags=make_flags(cls, entry.flags, where=f'model "{entry.id}": ', overrides=overrides),
         )
 
-    # ------------------------------------------------------------------------------------------------
-    def _samples(self) -> list[tuple[Talk, int]]:
-        return [(talk, r) for talk in self.talks for r in range(self.config.repeats)]
-
-    def _summary_lang(self, talk: Talk) -> str:
-        return self.config.summary_lang or talk.lang
-
-    def _run_model(self, entry: ModelEntry, writer: RunWriter, record: dict[str, Any]) -> tuple[int, float]:
-        cfg = self.config
-        samples = self._samples()
-        base_row: dict[str, Any] = {
-            "run_id": writer.run_id,
-            "model": entry.id,
-            "backend": entry.backend,
-            "quant": entry.quant,
-            "threads": self.threads,
-            "max_new_tokens": cfg.max_new_tokens,
-            "min_new_tokens": cfg.min_new_tokens,
-        }
-        langs = {self._summary_lang(t) for t, _ in samples}
+    def _summary_lang(self) -> str:
+        langs = {self.config.summary_lang or t.lang for t in self.talks}
         if len(langs) > 1:
             raise HarnessError("the corpus mixes languages; pass --summary-lang zh or en")
-        lang = langs.pop()
-        template = load_template(lang, entry.prompt_style)
-        record["prompts"][template.name] = template.sha
-        base_row.update(prompt_name=template.name, prompt_sha=template.sha, summary_lang=lang)
+        return langs.pop()
 
+    # -- one planned sample ------------------------------------------------------------------------------
+    def _run_planned(
+        self,
+        item: PlannedSample,
+        state: _ModelState,
+        writer: RunWriter,
+        record: dict[str, Any],
+        bandwidth: float | None,
+        progress: Progress,
+    ) -> None:
+        state.remaining -= 1
+        if state.ctx is None:
+            self._prepare_model(state, writer, record, bandwidth)
+        assert state.ctx is not None
+        if state.failed is None and state.session is None:
+            self._open_session(state, item, record, progress)
+        if state.failed is not None:
+            self._write_error(writer, state, item, state.failed)
+            return
+        assert state.session is not None
+        if self.config.cooldown_s > 0 and item.seq:
+            time.sleep(self.config.cooldown_s)
+        progress.sample_start(item.seq + 1, state.entry.id, item.talk.id, item.repeat)
+        t0 = time.perf_counter()
+        outcome = state.session.run(SampleSpec(item.seq, item.talk.id, item.repeat, item.talk.text))
+        progress.sample_end(time.perf_counter() - t0)
+        self._write_outcome(writer, state, item, outcome)
+        if state.session.dead and state.remaining:
+            state.failed = state.session.dead
+            self.echo(f"   {state.session.dead}; remaining samples of {state.entry.id} recorded as errors")
+
+    def _prepare_model(
+        self, state: _ModelState, writer: RunWriter, record: dict[str, Any], bandwidth: float | None
+    ) -> None:
+        """Everything about a model that comes before its worker: prompt template, weights, row context."""
+        cfg, entry = self.config, state.entry
+        lang = self._summary_lang()
+        template: PromptTemplate = load_template(lang, entry.prompt_style)
+        record["prompts"][template.name] = template.sha
+        options = self._backend_options(entry)
+        state.ctx = ModelRowContext(
+            base={
+                "run_id": writer.run_id,
+                "model": entry.id,
+                "backend": entry.backend,
+                "quant": entry.quant,
+                "threads": self.threads,
+                "max_new_tokens": cfg.max_new_tokens,
+                "min_new_tokens": cfg.min_new_tokens,
+                "prompt_name": template.name,
+                "prompt_sha": template.sha,
+                "summary_lang": lang,
+                "flash_attn": getattr(options.flags, "flash_attn", None),
+            },
+            bandwidth_gbs=bandwidth,
+        )
         self.echo(f"\n== {entry.id} ({entry.backend}, {entry.quant})")
         try:
             path = resolve(entry, offline=cfg.offline, progress=True)
         except HarnessError as exc:
             self.echo(f"   cannot get model: {exc}")
-            for talk, rep in samples:
-                writer.write_row(
-                    {
-                        **base_row,
-                        "talk_id": talk.id,
-                        "repeat": rep,
-                        "status": "error",
-                        "error": str(exc),
-                        "stop_reason": "error",
-                    },
-                    self._summary_record(writer.run_id, entry.id, talk, rep, "error", lang, "", template.name),
-                )
-            return len(samples), 0.0
+            state.failed = str(exc)
+            return
         files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
         size_bytes = sum(p.stat().st_size for p in files)
-        model_record: dict[str, Any] = {
+        state.ctx.weight_bytes = size_bytes
+        state.ctx.base["model_file_mb"] = size_bytes / 2**20
+        state.record = {
             "backend": entry.backend,
             "quant": entry.quant,
             "source": entry.source.kind,
-            "files": [str(p) for p in files],
             "size_bytes": size_bytes,
             "sha256": cached_sha256(path) if path.is_file() else None,
             "provenance": entry.provenance or None,
         }
-        record["models"][entry.id] = model_record
-
-        options = self._backend_options(entry)
-        flash_attn = options.flash_attn
-        specs = [SampleSpec(i, talk.id, rep, talk.text) for i, (talk, rep) in enumerate(samples)]
-        job = ModelJob(
+        record["models"][entry.id] = state.record
+        cls = backend_class(entry.backend)
+        state.job = WorkerJob(
             model_id=entry.id,
-            backend=entry.backend,
+            # An importable reference, so a backend defined outside harness.backends loads in the worker too.
+            backend=f"{cls.__module__}:{cls.__qualname__}",
             model_path=str(path),
             prompt_style=entry.prompt_style,
             options=options,
             template=template,
-            scenario=SummarizeConfig(cfg.max_new_tokens, cfg.min_new_tokens),
-            samples=specs,
-            warmup=cfg.warmup,
-            cooldown_s=cfg.cooldown_s,
+            scenario=cfg.scenario,
+            scenario_config=SummarizeConfig(cfg.max_new_tokens, cfg.min_new_tokens),
         )
-        base_row.update(flash_attn=flash_attn, model_file_mb=size_bytes / 2**20)
-        bandwidth = record["environment"].get("memory_bandwidth_gbs")
-        return self._drive_worker(job, samples, base_row, model_record, writer, record, size_bytes, bandwidth)
 
-    def _summary_record(
-        self,
-        run_id: str,
-        model: str,
-        talk: Talk,
-        rep: int,
-        status: str,
-        lang: str,
-        prediction: str,
-        prompt_name: str,
-    ) -> dict[str, Any]:
-        return {
-            "run_id": run_id,
-            "model": model,
-            "talk_id": talk.id,
-            "repeat": rep,
-            "status": status,
-            "summary_lang": lang,
-            "prompt_name": prompt_name,
-            "prediction": prediction,
-            "references": list(talk.references_for(lang)),
-            "source": talk.text,
-        }
-
-    def _drive_worker(
-        self,
-        job: ModelJob,
-        samples: list[tuple[Talk, int]],
-        base_row: dict[str, Any],
-        model_record: dict[str, Any],
-        writer: RunWriter,
-        record: dict[str, Any],
-        size_bytes: int,
-        bandwidth: float | None,
-    ) -> tuple[int, float]:
-        lang = base_row["summary_lang"]
-        pending = dict(enumerate(samples))
-        errors = 0
-        engine_s = 0.0
-        freq_start: list[float | None] = []
-        freq_end: list[float | None] = []
-        engine_gaps: list[tuple[float, float | None]] = []  # (decode_vs_engine_pct, outside_engine_ms_per_tok)
-        launcher = ProcessLauncher(job)
-        launcher.start()
-        sampler = MemorySampler(launcher.pid, interval_s=self.config.sample_interval_s)
-        sampler.__enter__()
-        device_before = DeviceState(None, None)
-        load_info: dict[str, Any] = {}
-
-        def error_row(index: int, message: str) -> None:
-            nonlocal errors
-            talk, rep = pending.pop(index)
-            errors += 1
-            row = {
-                **base_row,
-                **_load_cols(load_info),
-                "talk_id": talk.id,
-                "repeat": rep,
-                "status": "error",
-                "error": message,
-                "stop_reason": "error",
-            }
-            writer.write_row(
-                row,
-                self._summary_record(writer.run_id, job.model_id, talk, rep, "error", lang, "", job.template.name),
-            )
-            self.echo(f"   {talk.id} r{rep}: ERROR {message}")
-
-        rss_before: float | None = None
+    def _open_session(
+        self, state: _ModelState, first: PlannedSample, record: dict[str, Any], progress: Progress
+    ) -> None:
+        assert state.job is not None and state.ctx is not None
+        session = WorkerSession(state.job, make_trackers(self.tracker_context), self.launcher_factory)
+        state.session = session
+        progress.phase(state.entry.id, "loading")
         try:
-            for msg in launcher.messages():
-                kind = msg[0]
-                if kind == "ready":
-                    rss_before = sampler.current_rss_mb()
-                    sampler.start_window()
-                    launcher.go()  # load
-                elif kind == "loaded":
-                    load_mem = sampler.end_window(full_info=False)
-                    info = msg[1]
-                    load_info = {
-                        "load_s": info["load_s"],
-                        "provider": info["provider"],
-                        "n_ctx": info["n_ctx"],
-                        "mmap": info["mmap"],
-                        "rss_before_load_mb": rss_before,
-                        "rss_after_load_mb": sampler.current_rss_mb(),
-                    }
-                    engine_s += info["load_s"]
-                    model_record.update(
-                        load_s=round(info["load_s"], 4),
-                        provider=info["provider"],
-                        n_ctx=info["n_ctx"],
-                        mmap=info["mmap"],
-                        engine=info["extra"],
-                        engine_system_info=info["system_info"],
-                        load_peak_rss_mb=load_mem.peak_rss_mb,
-                    )
-                    if info["extra"].get("warning"):
-                        self.echo(f"   warning: {info['extra']['warning']}")
-                    self.echo(
-                        f"   loaded in {info['load_s']:.2f} s on {info['provider']} | RSS "
-                        f"{_fmt(rss_before, '.0f')} -> {_fmt(load_info['rss_after_load_mb'], '.0f')} MiB "
-                        f"| weights {size_bytes / 2**20:.1f} MiB, mmap={'on' if info['mmap'] else 'off'}"
-                    )
-                    launcher.go()  # warm-up
-                elif kind == "warm":
-                    engine_s += msg[1]["warmup_s"]
-                    model_record.update(warmup_s=round(msg[1]["warmup_s"], 3), warmup_runs=msg[1]["warmup_runs"])
-                    device_before = DeviceState.read()
-                    sampler.start_window()
-                    launcher.go()  # first sample
-                elif kind == "sample_start":
-                    pass  # the window was opened before "go", so prompt rendering is inside it too
-                elif kind == "sample_done":
-                    index, payload = msg[1], msg[2]
-                    mem = sampler.end_window()
-                    device_after = DeviceState.read()
-                    talk, rep = pending.pop(index)
-                    lat = payload["latency"]
-                    engine_s += lat["e2e_s"] or 0.0
-                    row = self._ok_row(
-                        base_row,
-                        load_info,
-                        talk,
-                        rep,
-                        payload,
-                        mem,
-                        device_before,
-                        device_after,
-                        size_bytes,
-                        bandwidth,
-                        lang,
-                    )
-                    freq_start.append(device_before.cpu_mhz)
-                    freq_end.append(device_after.cpu_mhz)
-                    writer.write_row(
-                        row,
-                        self._summary_record(
-                            writer.run_id,
-                            job.model_id,
-                            talk,
-                            rep,
-                            "ok",
-                            lang,
-                            payload["text"],
-                            job.template.name,
-                        ),
-                    )
-                    self._echo_sample(row, payload)
-                    if row.get("decode_vs_engine_pct") is not None and (row["output_tokens"] or 0) >= 8:
-                        engine_gaps.append((row["decode_vs_engine_pct"], row["outside_engine_ms_per_tok"]))
-                    device_before = DeviceState.read()
-                    sampler.start_window()
-                    launcher.go()
-                elif kind == "sample_error":
-                    sampler.end_window(full_info=False)
-                    error_row(msg[1], msg[2])
-                    sampler.start_window()
-                    launcher.go()
-                elif kind == "fatal":
-                    self.echo(f"   worker failed: {msg[1]}")
-                    for index in list(pending):
-                        error_row(index, msg[1])
-                elif kind == "done":
-                    break
-        except WorkerDied as exc:
-            self.echo(f"   {exc}; remaining samples of {job.model_id} recorded as errors")
-            for index in list(pending):
-                error_row(index, str(exc))
-        finally:
-            sampler.stop()
-            launcher.close()
-        model_record["sampler"] = {
-            "polls": sampler.polls,
-            "cpu_s": round(sampler.cpu_s, 4),
-            "interval_s": sampler.interval_s,
+            if self.config.warmup:
+                # The warm-up runs over the first planned talk's full prompt: a real prompt length.
+                session.open(SampleSpec(-1, first.talk.id, -1, first.talk.text), self.config.warmup)
+            else:
+                session.open(None, 0)
+        except SessionFailed as exc:
+            self.echo(f"   worker failed: {exc}")
+            state.failed = str(exc)
+            return
+        loaded, warmed = session.info.loaded, session.info.warmed
+        assert loaded is not None and warmed is not None
+        self.engine_s += loaded.load_s + warmed.warmup_s
+        state.ctx.load = {
+            "load_s": loaded.load_s,
+            "provider": loaded.provider,
+            "n_ctx": loaded.n_ctx,
+            "mmap": loaded.mmap,
+            **session.info.load_columns,
         }
-        warning = engine_gap_warning(job.model_id, engine_gaps)
+        state.record.update(
+            load_s=round(loaded.load_s, 4),
+            provider=loaded.provider,
+            n_ctx=loaded.n_ctx,
+            mmap=loaded.mmap,
+            engine=loaded.extra,
+            engine_system_info=loaded.system_info,
+            warmup_s=round(warmed.warmup_s, 3),
+            warmup_runs=warmed.runs,
+        )
+        if loaded.extra.get("warning"):
+            self.echo(f"   warning: {loaded.extra['warning']}")
+        before, after = state.ctx.load.get("rss_before_load_mb"), state.ctx.load.get("rss_after_load_mb")
+        self.echo(
+            f"   loaded in {loaded.load_s:.2f} s on {loaded.provider} | RSS {_fmt(before, '.0f')} -> "
+            f"{_fmt(after, '.0f')} MiB | weights {(state.ctx.weight_bytes or 0) / 2**20:.1f} MiB, "
+            f"mmap={'on' if loaded.mmap else 'off'}"
+        )
+
+    def _finish_model(self, state: _ModelState, record: dict[str, Any]) -> None:
+        if state.session is not None:
+            info = state.session.close()
+            state.session = None
+            for _name, report in info.reports:
+                state.record.update(report.record)
+                for warning in report.warnings:
+                    self._warn(record, f"{state.entry.id}: {warning}")
+        warning = engine_gap_warning(state.entry.id, state.engine_gaps)
         if warning:
-            record["warnings"].append(warning)
-            self.echo(f"   warning: {warning}")
-        if throttling_suspected(freq_start, freq_end):
-            warning = f"{job.model_id}: CPU frequency dropped >10% across samples: thermal throttling suspected"
-            record["warnings"].append(warning)
-            self.echo(f"   warning: {warning}")
-        return errors, engine_s
+            self._warn(record, warning)
+        state.engine_gaps = []
 
-    def _ok_row(
-        self,
-        base_row: dict[str, Any],
-        load_info: dict[str, Any],
-        talk: Talk,
-        rep: int,
-        payload: dict[str, Any],
-        mem: Any,
-        before: DeviceState,
-        after: DeviceState,
-        size_bytes: int,
-        bandwidth: float | None,
-        lang: str,
-    ) -> dict[str, Any]:
-        lat = payload["latency"]
-        scores = score_summary(payload["text"], talk.references_for(lang), lang, source=talk.text)
-        decode = lat["decode_tok_s"]
-        util = decode * size_bytes / (bandwidth * 1e9) if decode and bandwidth else None
-        return {
-            **base_row,
-            **_load_cols(load_info),
-            **lat,
-            **scores,
-            "talk_id": talk.id,
-            "repeat": rep,
-            "status": "ok",
-            "error": "",
-            "peak_rss_mb": mem.peak_rss_mb,
-            "uss_mb": mem.uss_mb,
-            "pss_mb": mem.pss_mb,
-            "cpu_mhz_start": before.cpu_mhz,
-            "cpu_mhz_end": after.cpu_mhz,
-            "temp_c_end": after.temp_c,
-            "decode_bw_util": util,
-            "stop_reason": payload["stop_reason"],
-            "truncated": payload["truncated"],
-            "input_chars": payload["input_chars"],
-        }
+    def _warn(self, record: dict[str, Any], warning: str) -> None:
+        record["warnings"].append(warning)
+        self.echo(f"   warning: {warning}")
 
-    def _echo_sample(self, row: dict[str, Any], payload: dict[str, Any]) -> None:
+    # -- rows --------------------------------------------------------------------------------------------
+    def _write_outcome(
+        self, writer: RunWriter, state: _ModelState, item: PlannedSample, outcome: SampleOutcome
+    ) -> None:
+        assert state.ctx is not None
+        if outcome.result is None:
+            self._write_error(writer, state, item, outcome.error)
+            return
+        result = outcome.result
+        row = ok_row(state.ctx, item.talk, item.repeat, result, outcome.columns)
+        self.engine_s += result.latency.e2e_s or 0.0
+        writer.write_row(row, summary_record(row, item.talk, result.text))
+        self._echo_sample(row)
+        if row.get("decode_vs_engine_pct") is not None and (row["output_tokens"] or 0) >= 8:
+            state.engine_gaps.append((row["decode_vs_engine_pct"], row["outside_engine_ms_per_tok"]))
+
+    def _write_error(self, writer: RunWriter, state: _ModelState, item: PlannedSample, message: str) -> None:
+        assert state.ctx is not None
+        self.errors += 1
+        row = error_row(state.ctx, item.talk, item.repeat, message, item.seq)
+        writer.write_row(row, summary_record(row, item.talk, ""))
+        self.echo(f"   {item.talk.id} r{item.repeat}: ERROR {message}")
+
+    def _echo_sample(self, row: dict[str, Any]) -> None:
         self.echo(
             f"   {row['talk_id']} r{row['repeat']}: {row['prompt_tokens']}+{row['output_tokens']} tok | "
             f"ttft {_fmt(row['ttft_s'], '.3f')} s | prefill {_fmt(row['prefill_tok_s'], '.1f')} tok/s | "
             f"decode {_fmt(row['decode_tok_s'], '.1f')} tok/s (engine {_fmt(row['engine_decode_tok_s'], '.1f')}) | "
-            f"peak RSS {_fmt(row['peak_rss_mb'], '.0f')} MiB | ROUGE-L {_fmt(row['rougeL_f'], '.3f')} | "
-            f"{row['stop_reason']}"
+            f"peak RSS {_fmt(row.get('peak_rss_mb'), '.0f')} MiB | ROUGE-L {_fmt(row['rougeL_f'], '.3f')} | "
+            f"stop: {row['stop_reason']}{' (degenerate)' if row.get('degenerate') else ''}"
         )
-        if payload["truncated"]:
+        if row["truncated"]:
             self.echo(
-                f"   note: {row['talk_id']} truncated to {payload['input_chars']} chars to fit "
+                f"   note: {row['talk_id']} truncated to {row['input_chars']} chars to fit "
                 f"n_ctx {row['n_ctx']} - max_new_tokens {row['max_new_tokens']}"
             )
 
@@ -512,16 +467,10 @@ def engine_gap_warning(model_id: str, gaps: list[tuple[float, float | None]]) ->
     outside = sorted(g[1] for g in gaps if g[1] is not None)
     median = f"{outside[len(outside) // 2]:.2f} ms" if outside else "unknown"
     return (
-        f"{model_id}: decode_tok_s differs from the engine's own counter by {pcts[0]:+.1f}..{pcts[-1]:+.1f}% "
+        f"{model_id}: decode_tok_s differs from the engine's own counter by {pcts[0]:+.2f}..{pcts[-1]:+.2f}% "
         f"(> {ENGINE_TOLERANCE_PCT:g}%) on {len(off)}/{len(gaps)} samples; median time outside the engine "
         f"per token {median} (sampling over the vocabulary + Python loop: outside_engine_ms_per_tok)"
     )
-
-
-def _load_cols(load_info: dict[str, Any]) -> dict[str, Any]:
-    return {
-        k: load_info.get(k) for k in ("load_s", "provider", "n_ctx", "mmap", "rss_before_load_mb", "rss_after_load_mb")
-    }
 
 
 def _sha_file(path: Path) -> str | None:
@@ -531,4 +480,4 @@ def _sha_file(path: Path) -> str | None:
         return None
 
 
-__all__ = ["RunConfig", "Runner"]
+__all__ = ["PlannedSample", "RunConfig", "Runner", "plan_samples"]

@@ -28,9 +28,10 @@ class CharBackend(Backend):
 TEMPLATE = PromptTemplate(name="t.txt", lang="zh", style="chat", body="摘要：{text}")  # 3 chars + text
 
 
-def _scenario(n_ctx: int, max_new: int) -> SummarizeScenario:
+def _scenario(n_ctx: int, max_new: int, engine_n_ctx: int | None = None) -> SummarizeScenario:
     backend = CharBackend(Path("x"), BackendOptions(threads=1, n_ctx=n_ctx), "chat")
-    return SummarizeScenario(backend, TEMPLATE, n_ctx, SummarizeConfig(max_new_tokens=max_new))
+    info = LoadInfo(provider="test", n_ctx=engine_n_ctx or n_ctx, model_files=[], mmap=False)
+    return SummarizeScenario(backend, TEMPLATE, info, SummarizeConfig(max_new_tokens=max_new))
 
 
 def test_short_text_is_not_truncated() -> None:
@@ -56,3 +57,12 @@ def test_template_larger_than_budget_is_a_clear_error() -> None:
 def test_max_new_tokens_filling_the_context_is_an_error() -> None:
     with pytest.raises(HarnessError, match="--max-new-tokens"):
         _scenario(20, 20).prepare("x")
+
+
+@pytest.mark.parametrize("requested", [1000, 300])
+def test_budget_uses_the_requested_context_when_the_engine_pads_it(requested: int) -> None:
+    # llama.cpp pads n_ctx up to a multiple of 256 and reports the padded value; llama-cpp-python's own
+    # buffers have the requested size, so the prompt must fit the smaller of the two.
+    padded = -(-requested // 256) * 256
+    p = _scenario(requested, 20, engine_n_ctx=padded).prepare("长" * 5000)
+    assert p.truncated and len(p.ids) == requested - 20

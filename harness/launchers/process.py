@@ -1,32 +1,51 @@
-"""Launch one model's worker in a fresh process (multiprocessing "spawn") and relay its messages.
+"""How a worker runs: in a fresh process (real runs) or in a thread of this process (tests).
 
 One process per model, as optimum-benchmark does: one model's memory never leaks into another's figure,
 and a crash in native code (a segfault in the engine, an OOM kill) ends that worker only. The parent
 waits on the pipe with a timeout -- blocking, never spinning -- and notices a dead worker.
+
+`InProcessLauncher` runs the same worker loop in a thread over the same pipe protocol, so the runner's
+orchestration can be tested without spawning (and its memory figures are this process's: tests only).
 """
 
 from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
+import os
 import signal
-from collections.abc import Iterator
-from typing import Any
+import threading
+import time
+from typing import Protocol
 
-from harness.launchers.worker import ModelJob, worker_main
+from harness.launchers.protocol import FromWorker, Stop, ToWorker
+from harness.launchers.worker import WorkerJob, worker_main
 
 
 class WorkerDied(RuntimeError):
-    pass
+    """The worker vanished (crash, kill, OOM) or stopped answering within a deadline."""
+
+
+class Launcher(Protocol):
+    @property
+    def pid(self) -> int: ...
+
+    def start(self) -> None: ...
+
+    def send(self, msg: ToWorker) -> None: ...
+
+    def recv(self, timeout_s: float | None = None) -> FromWorker: ...
+
+    def kill(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class ProcessLauncher:
-    def __init__(self, job: ModelJob, poll_s: float = 0.5) -> None:
+    def __init__(self, job: WorkerJob, poll_s: float = 0.5) -> None:
         ctx = mp.get_context("spawn")
         self._parent, child = ctx.Pipe(duplex=True)
-        self.process = ctx.Process(
-            target=worker_main, args=(child, job), name=f"harness-{job.model_id}", daemon=True
-        )
+        self.process = ctx.Process(target=worker_main, args=(child, job), name=f"harness-{job.model_id}", daemon=True)
         self._child = child
         self.poll_s = poll_s
 
@@ -39,27 +58,27 @@ class ProcessLauncher:
         self.process.start()
         self._child.close()  # the parent keeps only its end, so EOF is seen when the worker dies
 
-    def go(self) -> None:
-        # A dead worker is reported by messages(); nothing to do here.
+    def send(self, msg: ToWorker) -> None:
+        # A dead worker is reported by recv(); nothing to do here.
         with contextlib.suppress(BrokenPipeError, OSError):
-            self._parent.send(("go",))
+            self._parent.send(msg)
 
-    def messages(self) -> Iterator[tuple[Any, ...]]:
-        """Messages until the worker says done/fatal; raises WorkerDied if it vanishes."""
+    def recv(self, timeout_s: float | None = None) -> FromWorker:
+        """The worker's next message. Raises WorkerDied if it exits, or if `timeout_s` passes first."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
-            if self._parent.poll(self.poll_s):
+            wait = self.poll_s if deadline is None else max(0.0, min(self.poll_s, deadline - time.monotonic()))
+            if self._parent.poll(wait):
                 try:
-                    msg = self._parent.recv()
+                    return self._parent.recv()
                 except EOFError:
                     raise WorkerDied(self._death_reason()) from None
-                yield msg
-                if msg[0] in ("done", "fatal"):
-                    return
-            elif not self.process.is_alive():
-                # Drain anything sent just before exit.
-                if self._parent.poll(0):
+            if not self.process.is_alive():
+                if self._parent.poll(0):  # drain anything sent just before exit
                     continue
                 raise WorkerDied(self._death_reason())
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"no answer from the worker within {timeout_s:g} s")
 
     def _death_reason(self) -> str:
         self.process.join(timeout=5)
@@ -72,10 +91,53 @@ class ProcessLauncher:
             return f"worker process killed by signal {name}"
         return f"worker process exited with code {code}"
 
-    def close(self) -> None:
-        if self.process.is_alive():
-            self.process.join(timeout=10)
+    def kill(self) -> None:
         if self.process.is_alive():
             self.process.kill()
             self.process.join(timeout=5)
+
+    def close(self) -> None:
+        if self.process.is_alive():
+            self.process.join(timeout=10)
+        self.kill()
         self._parent.close()
+
+
+class InProcessLauncher:
+    """The worker loop in a daemon thread of this process, for tests of the orchestration."""
+
+    def __init__(self, job: WorkerJob) -> None:
+        self._parent, child = mp.Pipe(duplex=True)
+        self._thread = threading.Thread(
+            target=worker_main, args=(child, job, True), name=f"worker-{job.model_id}", daemon=True
+        )
+
+    @property
+    def pid(self) -> int:
+        return os.getpid()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def send(self, msg: ToWorker) -> None:
+        self._parent.send(msg)
+
+    def recv(self, timeout_s: float | None = None) -> FromWorker:
+        if not self._parent.poll(timeout_s):
+            if not self._thread.is_alive():
+                raise WorkerDied("worker thread exited")
+            raise TimeoutError(f"no answer from the worker within {timeout_s:g} s")
+        try:
+            return self._parent.recv()
+        except EOFError:
+            raise WorkerDied("worker thread exited") from None
+
+    def kill(self) -> None:
+        self._parent.close()  # the thread's next recv/send fails and it returns
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._parent.send(Stop())
+        self._thread.join(timeout=10)
+        with contextlib.suppress(OSError):
+            self._parent.close()

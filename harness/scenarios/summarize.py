@@ -1,4 +1,4 @@
-"""The summarisation scenario: fit a talk into the model's context, then generate its summary.
+"""The summarisation scenario: fit a talk into the model's context, then generate its summary in one call.
 
 Runs inside the worker process. Backend-agnostic: it only uses the Backend protocol.
 """
@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness.backends.base import Backend, GenerationRequest, GenerationResult
+from harness.backends.base import GenerationRequest, GenerationResult
 from harness.errors import HarnessError
-from harness.prompts import PromptTemplate, RenderedPrompt
+from harness.prompts import RenderedPrompt
+from harness.scenarios.base import SampleResult, SampleSpec, Scenario, checked_latency
 
 
 @dataclass(frozen=True)
@@ -26,14 +27,17 @@ class PreparedPrompt:
     input_chars: int  # characters of talk text actually in the prompt
 
 
-class SummarizeScenario:
-    def __init__(
-        self, backend: Backend, template: PromptTemplate, n_ctx: int, config: SummarizeConfig
-    ) -> None:
-        self.backend = backend
-        self.template = template
-        self.n_ctx = n_ctx
-        self.config = config
+class SummarizeScenario(Scenario):
+    name = "summarize"
+    config_class = SummarizeConfig
+    config: SummarizeConfig
+
+    @property
+    def n_ctx(self) -> int:
+        """The context the prompt must fit: the smaller of what was requested and what the engine reports.
+        llama.cpp pads n_ctx up (to a multiple of 256) while llama-cpp-python sizes its own buffers to the
+        requested value, so budgeting with the engine's figure overflows those buffers."""
+        return min(self.backend.options.n_ctx, self.load_info.n_ctx)
 
     @property
     def prompt_budget(self) -> int:
@@ -73,10 +77,27 @@ class SummarizeScenario:
                 )
         return PreparedPrompt(best[0], best[1], truncated=True, input_chars=lo)
 
-    def run(self, prompt: PreparedPrompt, max_new_tokens: int | None = None) -> GenerationResult:
+    def generate(self, prompt: PreparedPrompt, max_new_tokens: int | None = None) -> GenerationResult:
+        cap = max_new_tokens or self.config.max_new_tokens
         request = GenerationRequest(
-            prompt_ids=prompt.ids,
-            max_new_tokens=max_new_tokens or self.config.max_new_tokens,
-            min_new_tokens=min(self.config.min_new_tokens, max_new_tokens or self.config.max_new_tokens),
+            prompt_ids=prompt.ids, max_new_tokens=cap, min_new_tokens=min(self.config.min_new_tokens, cap)
         )
         return self.backend.generate(request)
+
+    def warmup(self, spec: SampleSpec, runs: int) -> None:
+        # Short, but over a real prompt length: pages weights in and sizes the compute buffers.
+        prompt = self.prepare(spec.text)
+        for _ in range(runs):
+            self.generate(prompt, max_new_tokens=min(16, self.config.max_new_tokens))
+
+    def run_sample(self, spec: SampleSpec) -> SampleResult:
+        prompt = self.prepare(spec.text)
+        result = self.generate(prompt)
+        return SampleResult(
+            index=spec.index,
+            text=result.text,
+            latency=checked_latency(prompt.ids, result),
+            stop_reason=result.stop_reason,
+            truncated=prompt.truncated,
+            input_chars=prompt.input_chars,
+        )

@@ -10,9 +10,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import psutil
+
+from harness.trackers.base import Phase, Tracker, TrackerContext, TrackerReport
+
+if TYPE_CHECKING:
+    from harness.scenarios.base import SampleResult
 
 
 @dataclass(frozen=True)
@@ -60,3 +66,44 @@ def memory_bandwidth_gbs(size_mb: int = 256, repeats: int = 5) -> float:
         np.copyto(dst, src)
         best = min(best, time.perf_counter() - t0)
     return 2 * src.nbytes / best / 1e9
+
+
+class DeviceTracker(Tracker):
+    """CPU frequency before/after each sample and the hottest sensor after it; once per run, the memory
+    bandwidth for the roofline column. Warns when a model's frequency sagged across its samples."""
+
+    name = "device"
+    columns = ("cpu_mhz_start", "cpu_mhz_end", "temp_c_end")
+
+    def __init__(self, context: TrackerContext) -> None:
+        super().__init__(context)
+        self._before: DeviceState | None = None
+        self._starts: list[float | None] = []
+        self._ends: list[float | None] = []
+        self._pid: int | None = None
+
+    def environment(self) -> dict[str, Any]:
+        if not self.context.measure_bandwidth:
+            return {}
+        return {"memory_bandwidth_gbs": round(memory_bandwidth_gbs(), 2)}
+
+    def start(self, pid: int, phase: Phase) -> None:
+        self._pid = pid
+        self._before = DeviceState.read() if phase == "sample" else None
+
+    def stop(self, result: SampleResult | None = None) -> dict[str, Any]:
+        if self._before is None:
+            return {}
+        after = DeviceState.read()
+        self._starts.append(self._before.cpu_mhz)
+        self._ends.append(after.cpu_mhz)
+        cols = {"cpu_mhz_start": self._before.cpu_mhz, "cpu_mhz_end": after.cpu_mhz, "temp_c_end": after.temp_c}
+        self._before = None
+        return cols
+
+    def close(self) -> TrackerReport:
+        warnings = []
+        if throttling_suspected(self._starts, self._ends):
+            warnings.append("CPU frequency dropped >10% across samples: thermal throttling suspected")
+        self._starts, self._ends = [], []
+        return TrackerReport(warnings=warnings)

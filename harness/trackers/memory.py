@@ -21,8 +21,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import psutil
+
+from harness.trackers.base import Phase, Tracker, TrackerContext, TrackerReport
+
+if TYPE_CHECKING:
+    from harness.scenarios.base import SampleResult
 
 MIB = 1024 * 1024
 
@@ -166,3 +172,56 @@ class MemorySampler:
             pss_mb=pss,
             polls=polls,
         )
+
+
+class MemoryTracker(Tracker):
+    """The Tracker face of `MemorySampler`: one sampler thread per watched process, a window per phase.
+
+    Load window: RSS before and right after the model load (`rss_before_load_mb`, `rss_after_load_mb`)
+    and the load's peak (run.json). Sample window: `peak_rss_mb`, and USS/PSS at the end of the sample.
+    """
+
+    name = "memory"
+    columns = ("rss_before_load_mb", "rss_after_load_mb", "peak_rss_mb", "uss_mb", "pss_mb")
+
+    def __init__(self, context: TrackerContext) -> None:
+        super().__init__(context)
+        self._sampler: MemorySampler | None = None
+        self._phase: Phase = "sample"
+        self._rss_before: float | None = None
+        self._load_peak: float | None = None
+
+    def start(self, pid: int, phase: Phase) -> None:
+        if self._sampler is None or self._sampler.pid != pid:
+            self._release()
+            self._sampler = MemorySampler(pid, interval_s=self.context.sample_interval_s)
+            self._sampler.__enter__()
+        self._phase = phase
+        if phase == "load":
+            self._rss_before = self._sampler.current_rss_mb()
+        self._sampler.start_window()
+
+    def stop(self, result: SampleResult | None = None) -> dict[str, Any]:
+        assert self._sampler is not None, "stop() before start()"
+        if self._phase == "load":
+            window = self._sampler.end_window(full_info=False)
+            self._load_peak = window.peak_rss_mb
+            return {"rss_before_load_mb": self._rss_before, "rss_after_load_mb": self._sampler.current_rss_mb()}
+        window = self._sampler.end_window()
+        return {"peak_rss_mb": window.peak_rss_mb, "uss_mb": window.uss_mb, "pss_mb": window.pss_mb}
+
+    def _release(self) -> dict[str, Any]:
+        if self._sampler is None:
+            return {}
+        self._sampler.stop()
+        sampler = self._sampler
+        cost = {"polls": sampler.polls, "cpu_s": round(sampler.cpu_s, 4), "interval_s": sampler.interval_s}
+        self._sampler = None
+        return cost
+
+    def close(self) -> TrackerReport:
+        cost = self._release()
+        record: dict[str, Any] = {"load_peak_rss_mb": self._load_peak}
+        if cost:
+            record["sampler"] = cost
+        return TrackerReport(record=record)

@@ -1,0 +1,163 @@
+"""One worker for one model (× configuration), seen from the parent: start, load, warm up, then one
+sample per request, with every tracker's window around the load and around each sample.
+
+The session hides the pipe protocol from the runner: `open()` returns once the model is warm, `run()`
+returns one `SampleOutcome` per sample -- the worker's result (or failure) plus the trackers' columns.
+A worker that dies or misses the deadline turns that sample into a failure and the session into a dead
+one; the runner decides what to do with the samples that remain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.launchers.process import InProcessLauncher, Launcher, ProcessLauncher, WorkerDied
+from harness.launchers.protocol import (
+    Fatal,
+    FromWorker,
+    Load,
+    Loaded,
+    Ready,
+    RunSample,
+    SampleDone,
+    SampleFailed,
+    Stop,
+    WarmedUp,
+    Warmup,
+)
+from harness.launchers.worker import WorkerJob
+from harness.scenarios.base import SampleResult, SampleSpec
+from harness.trackers.base import Tracker, TrackerReport
+
+LauncherFactory = Callable[[WorkerJob], Launcher]
+
+
+def process_launcher(job: WorkerJob) -> Launcher:
+    return ProcessLauncher(job)
+
+
+def in_process_launcher(job: WorkerJob) -> Launcher:
+    return InProcessLauncher(job)
+
+
+class SessionFailed(RuntimeError):
+    """The worker could not be started, loaded or warmed up; the message is for every remaining row."""
+
+
+@dataclass(frozen=True)
+class SampleOutcome:
+    spec: SampleSpec
+    result: SampleResult | None  # None = failed
+    error: str = ""
+    columns: dict[str, Any] = field(default_factory=dict)  # trackers' columns for the sample window
+
+
+@dataclass
+class SessionInfo:
+    loaded: Loaded | None = None
+    warmed: WarmedUp | None = None
+    load_columns: dict[str, Any] = field(default_factory=dict)  # load-window tracker columns
+    reports: list[tuple[str, TrackerReport]] = field(default_factory=list)  # filled by close()
+
+
+class WorkerSession:
+    def __init__(
+        self,
+        job: WorkerJob,
+        trackers: list[Tracker],
+        launcher_factory: LauncherFactory = process_launcher,
+        load_timeout_s: float | None = None,
+    ) -> None:
+        self.job = job
+        self.trackers = trackers
+        self.launcher = launcher_factory(job)
+        self.load_timeout_s = load_timeout_s
+        self.info = SessionInfo()
+        self.dead: str | None = None  # why the worker is gone, once it is
+
+    @property
+    def pid(self) -> int:
+        return self.launcher.pid
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+    def open(self, warmup_spec: SampleSpec | None, warmup_runs: int) -> SessionInfo:
+        """Start the worker, load the model inside tracker windows, warm up. Raises SessionFailed."""
+        self.launcher.start()
+        self._expect(Ready, self.load_timeout_s)
+        self._window_start("load")
+        self.launcher.send(Load())
+        try:
+            self.info.loaded = self._expect(Loaded, self.load_timeout_s)
+        finally:
+            self.info.load_columns = self._window_stop(None)
+        spec = warmup_spec if warmup_runs else None
+        if spec is not None:
+            self.launcher.send(Warmup(spec, warmup_runs))
+            self.info.warmed = self._expect(WarmedUp, None)
+        else:
+            self.info.warmed = WarmedUp(0.0, 0)
+        return self.info
+
+    def run(self, spec: SampleSpec, timeout_s: float | None = None) -> SampleOutcome:
+        """One sample, with every tracker's window around it."""
+        if self.dead:
+            return SampleOutcome(spec, None, self.dead)
+        self._window_start("sample")
+        self.launcher.send(RunSample(spec))
+        try:
+            msg = self.launcher.recv(timeout_s)
+        except TimeoutError:
+            self.launcher.kill()
+            self._window_stop(None)
+            self.dead = f"timeout after {timeout_s:g} s"
+            return SampleOutcome(spec, None, self.dead)
+        except WorkerDied as exc:
+            self._window_stop(None)
+            self.dead = str(exc)
+            return SampleOutcome(spec, None, self.dead)
+        if isinstance(msg, SampleDone):
+            return SampleOutcome(spec, msg.result, "", self._window_stop(msg.result))
+        self._window_stop(None)
+        if isinstance(msg, SampleFailed):
+            return SampleOutcome(spec, None, msg.message)
+        if isinstance(msg, Fatal):
+            self.dead = msg.message
+            return SampleOutcome(spec, None, msg.message)
+        raise TypeError(f"unexpected message {msg!r}")
+
+    def close(self) -> SessionInfo:
+        if not self.dead:
+            self.launcher.send(Stop())
+        self.launcher.close()
+        self.info.reports = [(t.name, t.close()) for t in self.trackers]
+        return self.info
+
+    # -- internals ---------------------------------------------------------------------------------------
+    def _expect(self, kind: type, timeout_s: float | None) -> Any:
+        try:
+            msg: FromWorker = self.launcher.recv(timeout_s)
+        except WorkerDied as exc:
+            self.dead = str(exc)
+            raise SessionFailed(self.dead) from None
+        except TimeoutError as exc:
+            self.launcher.kill()
+            self.dead = str(exc)
+            raise SessionFailed(self.dead) from None
+        if isinstance(msg, Fatal):
+            self.dead = msg.message
+            raise SessionFailed(msg.message)
+        if not isinstance(msg, kind):
+            raise TypeError(f"expected {kind.__name__} from the worker, got {msg!r}")
+        return msg
+
+    def _window_start(self, phase: str) -> None:
+        for tracker in self.trackers:
+            tracker.start(self.pid, phase)  # type: ignore[arg-type]
+
+    def _window_stop(self, result: SampleResult | None) -> dict[str, Any]:
+        columns: dict[str, Any] = {}
+        for tracker in self.trackers:
+            columns.update(tracker.stop(result))
+        return columns
