@@ -3,6 +3,10 @@
 Each command lives in `harness/commands/<name>.py` with `register(subparsers)`, which adds its parser
 and sets `func` to a callable taking the parsed args and returning an exit code. User mistakes raise
 `HarnessError` and print as one line; nothing else is caught here.
+
+Help pages are made uniform here rather than in each command: every page gets `HelpFormatter` (an
+option's default is appended where its help does not state one) and its examples from `EXAMPLES`, and
+`prog` is the command as typed (`.venv/bin/python -m harness`), so the examples can be pasted as shown.
 """
 
 from __future__ import annotations
@@ -10,17 +14,142 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Sequence
+import textwrap
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 from harness import __version__
 from harness.errors import HarnessError
 
-COMMANDS = ("run", "models", "score", "compare", "report", "providers", "prepare", "corpus")
+COMMANDS = (
+    "run", "models", "score", "compare", "report", "providers", "prepare", "corpus", "fleet", "db", "leaderboard",
+)
 
 
-def build_parser() -> argparse.ArgumentParser:
+# Examples shown at the end of each help page, keyed by the command path ("" = top level).
+# `%(prog)s` is that page's own command line, e.g. `.venv/bin/python -m harness run`.
+EXAMPLES: dict[str, tuple[tuple[str, str], ...]] = {
+    "": (
+        ("run", "benchmark the default models on the built-in corpus"),
+        ("run --models tiny-qwen2 --talks alibaba-qwen", "plumbing check in seconds, no download"),
+        ("report results/<run>", "report.html + report.md for a run"),
+        ("compare results/baseline results/<run>", "changes against the committed baseline"),
+        ("models", "which models exist and which are cached"),
+        ("COMMAND --help", "options and examples of one command"),
+    ),
+    "run": (
+        ("", "default models, every talk, one repeat"),
+        ("--models tiny-qwen2 --talks alibaba-qwen --max-new-tokens 32", "seconds, no download"),
+        ("--repeats 3 --out results", "three timed samples per model x talk"),
+        ("--models smollm2-135m-instruct-q4_1 --summary-lang en", "English summaries of the Chinese talks"),
+        ("--offline", "only models already in the cache; exit 2 if one is missing"),
+    ),
+    "models": (
+        ("", "every model with source, size and whether it is cached"),
+        ("pull smollm2-135m-instruct-q4_1", "download now (verified by sha256)"),
+        ("--models-file my-models.yaml", "your own models file"),
+    ),
+    "models pull": (("tiny-qwen2 smollm2-135m-instruct-q4_1", "generate / download into the cache"),),
+    "score": (
+        ("results/<run>", "re-score a run's summaries.jsonl"),
+        ("predictions.jsonl --lang zh", "lines: {prediction, references[, lang, source, id]}"),
+        ("results/<run> --tokenizer jieba --out scores.jsonl", "Chinese scored by words"),
+    ),
+    "compare": (
+        ("results/baseline results/<run>", "per-model changes against the baseline"),
+        ("results/a results/b --metrics decode_tok_s,ttft_s --format md", "two metrics, Markdown"),
+        ("results/a results/b --fail-on-regression 10", "CI gate: exit 1 on a significant 10 %% loss"),
+    ),
+    "report": (
+        ("results/<run>", "report.html and report.md in the run directory"),
+        ("results/a results/b --out reports/ab", "two runs side by side"),
+    ),
+    "providers": (("", "what this machine offers"), ("--json", "the same as one JSON object")),
+    "prepare": (("onnx smollm2-135m-instruct-q4_1 --precision int8", "GGUF -> ONNX, offline"),),
+    "prepare onnx": (
+        ("smollm2-135m-instruct-q4_1 --precision int8", "registered as smollm2-135m-instruct-onnx-int8"),
+        ("smollm2-135m-instruct-q4_1 --precision int4 --builder-option block_size=64", "builder option"),
+    ),
+    "corpus": (
+        ("list", "the built-in talks"),
+        ("list --corpus my-talks.jsonl", "check your own corpus file"),
+        ("derive --check", "is the shipped corpus up to date with the seeds?"),
+    ),
+    "corpus list": (("", "the built-in talks"), ("--corpus my-talks.jsonl", "your own corpus")),
+    "corpus derive": (("--check", "exit 1 if the shipped files are stale"), ("", "rebuild them")),
+}
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Wraps prose but keeps indented lines (the examples) as written, and appends `(default: X)` to an
+    option whose help does not state its default (options without a value, and None or empty defaults,
+    explain themselves)."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        out: list[str] = []
+        paragraph: list[str] = []
+
+        def flush() -> None:
+            if paragraph:
+                out.append(textwrap.fill(" ".join(paragraph), width, initial_indent=indent,
+                                         subsequent_indent=indent))
+                paragraph.clear()
+
+        for line in text.splitlines():
+            if line.startswith(" ") or not line.strip() or line.endswith(":"):
+                flush()
+                out.append(indent + line if line.strip() else "")
+            else:
+                paragraph.append(line.strip())
+        flush()
+        return "\n".join(out)
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if (
+            "default" in text
+            or not action.option_strings
+            or action.nargs == 0
+            or action.default in (None, argparse.SUPPRESS)
+            or action.default == []
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def invoked_prog(argv0: str | None = None) -> str:
+    """How the user started the CLI, for usage lines and examples: `.venv/bin/python -m harness` under
+    `-m` (as typed, so a pasted example uses the same interpreter), else `harness`."""
+    orig = list(getattr(sys, "orig_argv", []) or [])
+    if argv0 is None:
+        argv0 = sys.argv[0] if sys.argv else ""
+    if Path(argv0).name == "__main__.py" and "-m" in orig:
+        return " ".join([*orig[: orig.index("-m")], "-m", "harness"])
+    return "harness"
+
+
+def subparsers_of(
+    parser: argparse.ArgumentParser, path: str = ""
+) -> Iterator[tuple[str, argparse.ArgumentParser]]:
+    """(command path, parser) for this parser and every sub-command below it, e.g. ("models pull", p)."""
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from subparsers_of(sub, f"{path} {name}".strip())
+
+
+def _examples(path: str) -> str | None:
+    """The page's examples: each a `# what it does` line over the command, ready to paste."""
+    lines = EXAMPLES.get(path, ())
+    if not lines:
+        return None
+    return "examples:\n" + "\n".join(f"  # {what}\n  %(prog)s {cmd}".rstrip() for cmd, what in lines)
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="harness",
+        prog=prog or invoked_prog(),
         description="On-device LLM summarisation benchmark: latency, memory and ROUGE per model x talk.",
     )
     parser.add_argument("--version", action="version", version=f"harness {__version__}")
@@ -33,6 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # command not built yet
             raise
         module.register(sub)
+    for path, page in subparsers_of(parser):
+        page.formatter_class = HelpFormatter
+        if page.epilog is None:
+            page.epilog = _examples(path)
     return parser
 
 

@@ -41,14 +41,33 @@ PACKAGES = (
 )
 
 
-def package_versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {}
+def package_versions() -> dict[str, str]:
+    """Installed versions of PACKAGES; a package that is not installed is left out (not None)."""
+    out: dict[str, str] = {}
     for name in PACKAGES:
         try:
             out[name] = md.version(name)
         except md.PackageNotFoundError:
-            out[name] = None
+            continue
     return out
+
+
+def command_line() -> list[str]:
+    """The command as the user typed it: `.venv/bin/python -m harness run …` or `harness run …`.
+
+    `sys.argv[0]` is the path of `harness/__main__.py` under `python -m harness`, which nobody typed;
+    `sys.orig_argv` (Python 3.10+) keeps the interpreter's own arguments. Interpreter options before
+    `-m` (e.g. `-X dev`) are kept, as they were typed too.
+    """
+    orig = list(getattr(sys, "orig_argv", []) or [])
+    if "-m" in orig:
+        return orig
+    argv = list(sys.argv)
+    if argv and Path(argv[0]).name == "__main__.py" and Path(argv[0]).parent.name == "harness":
+        return [Path(sys.executable).name, "-m", "harness", *argv[1:]]
+    if argv and Path(argv[0]).name in {"harness", "harness.exe"}:
+        return ["harness", *argv[1:]]
+    return argv
 
 
 def git_commit() -> str | None:
@@ -75,21 +94,110 @@ def git_commit() -> str | None:
         return None
 
 
-def cpu_record() -> dict[str, Any]:
+# /proc/cpuinfo keys of the first processor block -> cpu record keys. x86 names the part by vendor,
+# family, model and stepping (e.g. AMD family 25 model 17 = Zen 4 "Genoa"), which tells CPU generations
+# apart where a VM's model name is only "AMD EPYC"; ARM by implementer, part, variant and revision.
+_PROC_CPUINFO_KEYS = {
+    "vendor_id": "vendor",
+    "cpu family": "family",
+    "model": "model",
+    "stepping": "stepping",
+    "model name": "model_name",
+    "microcode": "microcode",
+    "CPU implementer": "implementer",
+    "CPU architecture": "architecture",
+    "CPU variant": "variant",
+    "CPU part": "part",
+    "CPU revision": "revision",
+}
+
+
+def proc_cpuinfo(path: Path = Path("/proc/cpuinfo")) -> dict[str, str]:
+    """The identifying fields of the first processor in /proc/cpuinfo (Linux); {} where unreadable."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return {}
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            if out:
+                break  # end of the first processor's block
+            continue
+        key, sep, value = line.partition(":")
+        name = _PROC_CPUINFO_KEYS.get(key.strip())
+        if sep and name and name not in out and value.strip():
+            out[name] = value.strip()
+    return out
+
+
+def _microcode_sysfs(root: Path = Path("/sys/devices/system/cpu/cpu0/microcode/version")) -> str | None:
+    try:
+        return root.read_text(encoding="ascii").strip() or None
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def cpu_record(proc_path: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
+    """CPU identity: brand, vendor, family/model/stepping (or ARM part ids), microcode, flags, caches.
+
+    The OS's own words (/proc/cpuinfo) win over py-cpuinfo's, which fills in elsewhere (macOS,
+    Windows). Keys whose value nobody reports are left out.
+    """
     try:
         import cpuinfo  # py-cpuinfo; spawns a subprocess, ~1 s, so only once per run
 
         info = cpuinfo.get_cpu_info()
     except Exception:
         info = {}
-    return {
-        "brand": info.get("brand_raw") or platform.processor() or None,
+    proc = proc_cpuinfo(proc_path)
+    # Where the OS describes the CPU, its fields are used as a set (an ARM /proc/cpuinfo has no family
+    # and must not borrow one); py-cpuinfo's cpuid reading only fills in where there is no /proc.
+    ident = proc or {
+        "vendor": info.get("vendor_id_raw"),
+        "family": info.get("family"),
+        "model": info.get("model"),
+        "stepping": info.get("stepping"),
+    }
+    record: dict[str, Any] = {
+        "brand": proc.get("model_name") or info.get("brand_raw") or platform.processor() or None,
         "arch": info.get("arch_string_raw") or platform.machine(),
+        "vendor": ident.get("vendor"),
+        "family": _int_or_text(ident.get("family")),
+        "model": _int_or_text(ident.get("model")),
+        "stepping": _int_or_text(ident.get("stepping")),
+        "microcode": proc.get("microcode") or _microcode_sysfs(),
         "hz_advertised": info.get("hz_advertised_friendly"),
         "flags": sorted(info.get("flags", [])),
         "l2_cache_size": info.get("l2_cache_size"),
         "l3_cache_size": info.get("l3_cache_size"),
     }
+    for key in ("implementer", "architecture", "variant", "part", "revision"):
+        if key in proc:
+            record[key] = proc[key]
+    return {k: v for k, v in record.items() if v is not None and v != ""}
+
+
+def _int_or_text(value: object) -> int | str | None:
+    if value is None or value == "":
+        return None
+    text = str(value).strip()
+    return int(text) if text.isdigit() else text  # /proc/cpuinfo writes family/model/stepping in decimal
+
+
+def cpu_description(cpu: dict[str, Any]) -> str:
+    """One line for people: 'AMD EPYC (AuthenticAMD family 25 model 17 stepping 1, microcode 0x1000065)'."""
+    ident = " ".join(
+        f"{k} {cpu[k]}" for k in ("family", "model", "stepping") if cpu.get(k) not in (None, "")
+    )
+    arm = " ".join(f"{k} {cpu[k]}" for k in ("implementer", "part", "variant", "revision") if cpu.get(k))
+    details = " ".join(p for p in (str(cpu.get("vendor") or ""), ident or arm) if p)
+    if cpu.get("microcode"):
+        details += f", microcode {cpu['microcode']}" if details else f"microcode {cpu['microcode']}"
+    brand = str(cpu.get("brand") or "")
+    if not details:
+        return brand
+    return f"{brand} ({details})" if brand else details
 
 
 def llama_cpp_info() -> str | None:

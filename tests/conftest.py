@@ -44,3 +44,35 @@ def cli_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path):
+    """A real 64 KiB file system (tmpfs) for disk-full tests; skipped where mounting is not allowed."""
+    import subprocess
+
+    mount_point = tmp_path / "tmpfs"
+    mount_point.mkdir()
+    try:
+        proc = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount_point)], capture_output=True, text=True
+        )
+        why = proc.stderr.strip() if proc.returncode else ""
+    except OSError as exc:  # no mount(8) on this system
+        why = str(exc)
+    if why:
+        pytest.skip(f"cannot mount a tmpfs here (needs root/CAP_SYS_ADMIN): {why}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)
+
+
+# Files a test keeps for people to look at (screenshots): listed at the end of the run, so a CI log
+# says where they are.
+ARTIFACTS: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for line in ARTIFACTS:
+        terminalreporter.write_line(f"artifact: {line}")

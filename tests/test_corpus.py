@@ -281,3 +281,89 @@ def test_user_corpus_lang_is_detected_when_omitted(tmp_path: Path) -> None:
 
 def test_builtin_path_is_the_shipped_file() -> None:
     assert builtin_corpus_path().resolve() == TALKS_FILE.resolve()
+
+
+# --- the summit-reports corpus: each seed article whole --------------------------------------------------
+
+
+def test_named_builtin_corpora_resolve() -> None:
+    from harness.corpus import corpus_label, corpus_path
+
+    assert corpus_path(None) == corpus_path("talks") == builtin_corpus_path()
+    assert corpus_path("summit-reports").name == "summit-reports.jsonl"
+    assert corpus_label(None) == "builtin:talks" and corpus_label("summit-reports") == "builtin:summit-reports"
+    assert corpus_label("mine.jsonl") == "mine.jsonl"
+    with pytest.raises(HarnessError, match="summit-reports"):
+        load_corpus("summit-report")
+
+
+@needs_seeds
+def test_shipped_reports_equal_fresh_derivation() -> None:
+    from harness.corpus.derive import REPORTS_FILE, derive_reports
+
+    reports, notes = derive_reports(SEEDS)
+    assert notes == []
+    assert REPORTS_FILE.read_text(encoding="utf-8") == to_jsonl(reports)
+
+
+@needs_seeds
+def test_each_report_is_its_whole_seed_article() -> None:
+    from harness.corpus.derive import REPORT_TABLE
+
+    docs = {d.id: d for d in load_corpus("summit-reports")}
+    assert list(docs) == [m.id for m in REPORT_TABLE]
+    for meta in REPORT_TABLE:
+        seed = (SEEDS / meta.file).read_text(encoding="utf-8")
+        text = docs[meta.id].text
+        # Only line breaks were added (at headlines and the section header); no character lost or changed.
+        assert text.replace("\n", "") == seed.replace("\n", "").strip()
+        assert len(text) > 2000
+    # Headlines are paragraphs of their own, so a chunker can split on them.
+    lines = docs["report-model-layer"].text.splitlines()
+    for title in TITLES.values():
+        assert title in lines
+    assert "AIGC模型层：微软阿里高通等玩家谈落地" in lines
+
+
+def test_report_references() -> None:
+    for doc in load_corpus("summit-reports"):
+        zh, en = doc.references_for("zh"), doc.references_for("en")
+        assert len(zh) == 2 and len(set(zh)) == 2 and len(en) == 1, doc.id
+        for ref in zh:
+            assert 150 <= len(ref) <= 300, (doc.id, len(ref))
+            assert ref not in doc.text and "。 " not in ref
+        assert 100 <= len(en[0].split()) <= 150, doc.id
+        assert all(not ("\u4e00" <= ch <= "\u9fff") for ch in en[0])
+
+
+def test_report_paragraphs_split_glued_headlines() -> None:
+    from harness.corpus.derive import report_paragraphs
+
+    first, second = TALK_TABLE[0], TALK_TABLE[1]
+    text = "峰会开场介绍。第一部分：模型层" + first.title + _body(first.id) + second.title + _body(second.id)
+    assert report_paragraphs(text, "x.txt") == [
+        "峰会开场介绍。", "第一部分：模型层", first.title, _body(first.id), second.title, _body(second.id),
+    ]
+
+
+def test_cli_derive_check_covers_reports(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.corpus.derive import REPORT_TABLE
+
+    seeds, refs = _make_seeds(tmp_path), _write_refs(tmp_path / "refs.yaml")
+    meta = REPORT_TABLE[0]
+    (seeds / meta.file).write_text(TALK_TABLE[0].title + _body(TALK_TABLE[0].id), encoding="utf-8")
+    report_refs = tmp_path / "report-refs.yaml"
+    report_refs.write_text(
+        yaml.safe_dump({meta.id: {"zh": ["摘要一。", "摘要二。"], "en": ["Summary."]}}, allow_unicode=True),
+        encoding="utf-8",
+    )
+    out = tmp_path / "out" / "talks.jsonl"
+    common = ["corpus", "derive", "--seeds", str(seeds), "--references", str(refs), "--out", str(out),
+              "--report-references", str(report_refs)]
+    assert cli_main(common) == 0
+    (doc,) = load_corpus(out.with_name("summit-reports.jsonl"))
+    assert doc.id == meta.id and doc.references == ("摘要一。", "摘要二。")
+    assert cli_main([*common, "--check"]) == 0
+    (seeds / meta.file).write_text(TALK_TABLE[0].title + _body(TALK_TABLE[0].id, 4), encoding="utf-8")
+    assert cli_main([*common, "--check"]) == 1
+    assert "summit-reports.jsonl" in capsys.readouterr().err

@@ -36,7 +36,7 @@ models:
     n_ctx: 4096
     prompt_style: chat
     source: {{kind: path, path: {path}}}
-    provider_options: {{tok_per_s: 2000, alloc_mb: 50}}
+    flags: {{tok_per_s: 2000, alloc_mb: 50}}
 """
 
 

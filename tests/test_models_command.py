@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -71,11 +72,11 @@ def test_list_shows_every_model_with_source_and_readiness(
     table = rows(capsys.readouterr().out)
 
     tiny, wheel, local = table["tiny-test"], table["wheel-model"], table["local-model"]
-    assert tiny[1:4] == ["llama_cpp", "F32", "generate: tiny-qwen2"]
-    assert tiny[5:] == ["no", "yes"]  # not generated yet; default
-    assert wheel[3] == "pypi: some-weights==1.0" and wheel[5] == "no"
-    assert local[3].startswith("path: ") and local[3].endswith("weights.gguf")
-    assert local[4] == "2.0" and local[5] == "yes"  # present on disk: size in MB
+    assert tiny[1:5] == ["llama_cpp", "F32", "generated", "generate: tiny-qwen2"]
+    assert tiny[6:] == ["no", "yes"]  # not generated yet; default
+    assert wheel[3:5] == ["pypi", "pypi: some-weights==1.0"] and wheel[6] == "no"
+    assert local[3] == "local" and local[4].startswith("path: ") and local[4].endswith("weights.gguf")
+    assert local[5] == "1.9" and local[6] == "yes"  # present on disk: 2,000,004 bytes = 1.9 MiB
 
 
 def test_pull_generates_then_list_reports_ready(
@@ -89,7 +90,7 @@ def test_pull_generates_then_list_reports_ready(
     # --models-file before the subcommand works as well.
     assert main(["models", "--models-file", str(models_file)]) == 0
     tiny = rows(capsys.readouterr().out)["tiny-test"]
-    assert tiny[5] == "yes" and float(tiny[4]) > 0
+    assert tiny[6] == "yes" and float(tiny[5]) > 0
 
 
 def test_pull_unknown_id_suggests_and_fetches_nothing(
@@ -114,3 +115,72 @@ def test_pull_offline_reports_each_failure_and_continues(
     assert captured.err.count("error:") == 1
     assert "some-weights==1.0" in captured.err and "models pull wheel-model" in captured.err
     assert captured.out.strip().startswith("local-model: ")
+
+
+def hub_entries(tmp_path: Path, filename: str = "m.gguf") -> Path:
+    common = {"backend": "llama_cpp", "quant": "Q4_K_M", "n_ctx": 512, "prompt_style": "chat"}
+    repo = "Qwen/Qwen3-0.6B-GGUF"
+    entries = [
+        {"id": "from-hf", **common, "source": {"kind": "hf", "repo": repo, "filename": filename}},
+        {"id": "from-ms", **common, "source": {"kind": "modelscope", "repo": repo, "filename": filename}},
+    ]
+    path = tmp_path / "hubs.yaml"
+    path.write_text(yaml.safe_dump({"models": entries}), encoding="utf-8")
+    return path
+
+
+def test_list_says_which_hub_and_which_endpoint(
+    models_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MODELSCOPE_ENDPOINT", raising=False)
+    monkeypatch.delenv("MODELSCOPE_DOMAIN", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "https://hf-mirror.com")
+    assert main(["models", "--models-file", str(hub_entries(tmp_path))]) == 0
+    out = capsys.readouterr().out
+    table = rows(out)
+    assert table["from-hf"][3:5] == ["hf (hf-mirror.com)", "hf: Qwen/Qwen3-0.6B-GGUF/m.gguf"]
+    assert table["from-ms"][3:5] == ["modelscope", "modelscope: Qwen/Qwen3-0.6B-GGUF/m.gguf"]
+    assert "hf downloads from https://hf-mirror.com" in out
+    assert "modelscope downloads from https://www.modelscope.cn" in out
+
+
+@pytest.mark.parametrize("filename", ["../../escaped.gguf", "/tmp/harness-escaped.gguf"])
+def test_pull_of_a_filename_outside_the_cache_is_refused(
+    models_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], filename: str
+) -> None:
+    entries = [
+        {
+            "id": "evil",
+            "backend": "llama_cpp",
+            "quant": "F32",
+            "n_ctx": 512,
+            "prompt_style": "chat",
+            "source": {"kind": "generate", "generator": "tiny-qwen2", "filename": filename},
+        }
+    ]
+    evil = tmp_path / "evil.yaml"
+    evil.write_text(yaml.safe_dump({"models": entries}), encoding="utf-8")
+    before = {p for p in tmp_path.rglob("*")}
+
+    assert main(["models", "pull", "evil", "--models-file", str(evil)]) == 2
+
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and 'model "evil" field source.filename' in err
+    assert {p for p in tmp_path.rglob("*")} == before and not Path("/tmp/harness-escaped.gguf").exists()
+
+
+def test_failed_pull_leaves_no_cache_folder(
+    models_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    empty = tmp_path / "no-wheels"
+    empty.mkdir()
+    monkeypatch.setenv("HARNESS_PIP_ARGS", f"--no-index --find-links {empty}")
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    for var in ("PIP_FIND_LINKS", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_NO_INDEX"):
+        monkeypatch.delenv(var, raising=False)
+
+    assert main(["models", "pull", "wheel-model", "--models-file", str(models_file)]) == 2
+
+    err = capsys.readouterr().err
+    assert "No matching distribution found for some-weights==1.0" in err and "pip's output:" in err
+    assert not (tmp_path / "cache" / "wheel-model").exists()

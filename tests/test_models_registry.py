@@ -72,7 +72,84 @@ def test_unknown_backend_names_entry_and_choices(tmp_path: Path) -> None:
     with pytest.raises(HarnessError) as err:
         load_models(path)
     message = str(err.value)
-    assert 'model "fast"' in message and "'vllm'" in message and "llama_cpp, onnx" in message
+    assert 'model "fast"' in message and 'unknown backend "vllm"' in message and "\n" not in message
+    assert "dummy, llama_cpp, onnx" in message  # the registered backends, from the classes
+
+
+def test_backend_typo_suggests(tmp_path: Path) -> None:
+    path = write_models(tmp_path / "models.yaml", entry_dict("m", backend="llama"))
+    with pytest.raises(HarnessError, match=r'Did you mean "llama_cpp"'):
+        load_models(path)
+
+
+def test_unknown_flag_names_entry_flag_and_allowed_ones(tmp_path: Path) -> None:
+    path = write_models(tmp_path / "models.yaml", entry_dict("m", flags={"n_batchh": 256}))
+    with pytest.raises(HarnessError) as err:
+        load_models(path)
+    message = str(err.value)
+    assert message.startswith(f'{path}: model "m": unknown flag "n_batchh" for backend llama_cpp.')
+    assert 'Did you mean "n_batch"' in message
+    assert "Allowed: flash_attn, n_batch, n_gpu_layers, n_ubatch, use_mmap" in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("flags", "why"),
+    [
+        ({"n_batch": "big"}, "valid integer"),
+        ({"n_ubatch": 0}, "greater than or equal to 1"),
+        ({"flash_attn": "yes"}, "valid boolean"),
+    ],
+)
+def test_flag_values_are_type_checked(tmp_path: Path, flags: dict[str, object], why: str) -> None:
+    path = write_models(tmp_path / "models.yaml", entry_dict("m", flags=flags))
+    with pytest.raises(HarnessError, match=why) as err:
+        load_models(path)
+    assert f'flag "{next(iter(flags))}" of backend llama_cpp' in str(err.value)
+
+
+def test_batch_flags_are_accepted_for_llama_cpp_and_refused_for_onnx(tmp_path: Path) -> None:
+    ok = write_models(tmp_path / "ok.yaml", entry_dict("m", flags={"n_batch": 256, "n_ubatch": 128}))
+    assert load_models(ok)["m"].flags == {"n_batch": 256, "n_ubatch": 128}
+    onnx = entry_dict("o", backend="onnx", source={"kind": "onnx_dir", "path": "x"}, flags={"n_batch": 256})
+    with pytest.raises(HarnessError, match='unknown flag "n_batch": backend onnx takes no flags'):
+        load_models(write_models(tmp_path / "onnx.yaml", onnx))
+
+
+def test_provider_only_on_backends_that_have_providers(tmp_path: Path) -> None:
+    path = write_models(tmp_path / "a.yaml", entry_dict("m", provider="qnn"))
+    with pytest.raises(HarnessError, match=r'backend llama_cpp has no execution providers.*onnx'):
+        load_models(path)
+    path = write_models(tmp_path / "b.yaml", entry_dict("m", provider_options={"x": 1}))
+    with pytest.raises(HarnessError, match="takes no provider_options"):
+        load_models(path)
+    onnx = entry_dict("o", backend="onnx", source={"kind": "onnx_dir", "path": "x"}, provider="qnm")
+    with pytest.raises(HarnessError, match=r'model "o": unknown execution provider "qnm"\. Did you mean "qnn"'):
+        load_models(write_models(tmp_path / "c.yaml", onnx))
+
+
+@pytest.mark.parametrize("kind", ["pypi", "generate", "hf", "modelscope"])
+@pytest.mark.parametrize("filename", ["../../x.gguf", "/etc/x.gguf"])
+def test_filename_outside_the_cache_is_a_models_yaml_error(tmp_path: Path, kind: str, filename: str) -> None:
+    source: dict[str, object] = {
+        "pypi": {"kind": "pypi", "packages": ["w==1"], "members": ["w/m"], "filename": filename},
+        "generate": {"kind": "generate", "generator": "tiny-qwen2", "filename": filename},
+        "hf": {"kind": "hf", "repo": "a/b", "filename": filename},
+        "modelscope": {"kind": "modelscope", "repo": "a/b", "filename": filename},
+    }[kind]
+    path = write_models(tmp_path / "models.yaml", entry_dict("evil", source=source))
+    with pytest.raises(HarnessError) as err:
+        load_models(path)
+    assert 'model "evil" field source.filename' in str(err.value) and "\n" not in str(err.value)
+
+
+def test_hub_filenames_may_name_a_folder_of_the_repo(tmp_path: Path) -> None:
+    source = {"kind": "modelscope", "repo": "Qwen/Qwen3-GGUF", "filename": "Q4_K_M/qwen3.gguf"}
+    entries = load_models(write_models(tmp_path / "models.yaml", entry_dict("ms", source=source)))
+    assert entries["ms"].source.filename == "Q4_K_M/qwen3.gguf"
+    flat = {"kind": "generate", "generator": "tiny-qwen2", "filename": "sub/m.gguf"}
+    with pytest.raises(HarnessError, match="plain file name"):
+        load_models(write_models(tmp_path / "flat.yaml", entry_dict("g", source=flat)))
 
 
 def test_models_typo_suggests_closest_id(tmp_path: Path) -> None:
@@ -82,6 +159,12 @@ def test_models_typo_suggests_closest_id(tmp_path: Path) -> None:
     with pytest.raises(HarnessError, match=r'Did you mean "qwen2\.5-0\.5b"\?'):
         select_models(entries, ["qwen2.5-05b"])
     assert [e.id for e in select_models(entries, ["gemma", "qwen2.5-0.5b"])] == ["gemma", "qwen2.5-0.5b"]
+
+
+def test_models_prefix_suggests_the_full_id() -> None:
+    entries = load_models(default_models_file(), include_registered=False)
+    with pytest.raises(HarnessError, match=r'unknown model "smollm2"\. Did you mean "smollm2-135m-instruct-q4_1"\?'):
+        select_models(entries, ["smollm2"])
 
 
 def test_relative_paths_are_relative_to_the_declaring_file(
@@ -158,10 +241,3 @@ def test_invalid_registered_file_is_reported_with_its_path(tmp_path: Path) -> No
     write_models(registered_models_file(), entry_dict("broken", backend="tensorrt"))
     with pytest.raises(HarnessError, match=str(registered_models_file())):
         load_models(models)
-
-
-def test_backend_names_match_the_backend_registry() -> None:
-    from harness.backends import BACKENDS
-    from harness.models.registry import BACKEND_NAMES
-
-    assert set(BACKEND_NAMES) == set(BACKENDS)

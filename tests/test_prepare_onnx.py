@@ -174,7 +174,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict:
     with pytest.MonkeyPatch.context() as mp:
         # Own cache: registered.yaml must not leak into other tests' model lists.
         mp.setenv("HARNESS_CACHE", str(cache))
-        mp.setitem(GENERATORS._items, "tiny-qwen2-q4_1", write_tiny_qwen2_q4_1)
+        mp.setitem(GENERATORS, "tiny-qwen2-q4_1", write_tiny_qwen2_q4_1)
         rc = main(["prepare", "onnx", "tiny-qwen2-q4_1", "--precision", "int4", "--offline",
                    "--models-file", str(models)])  # fmt: skip
     return {"rc": rc, "cache": cache, "models": models}

@@ -46,3 +46,22 @@ def test_template_without_placeholder_is_rejected(tmp_path: Path) -> None:
 def test_unknown_style_is_rejected() -> None:
     with pytest.raises(HarnessError, match="style"):
         load_template("zh", "poem")
+
+
+@pytest.mark.parametrize("task", ["map", "reduce", "refine"])
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("style", STYLES)
+def test_long_document_tasks_have_templates(task: str, lang: str, style: str) -> None:
+    t = load_template(lang, style, task=task)
+    assert t.name == f"{task}.{lang}.{style}.txt" and t.task == task
+    rendered = t.render("正文{summary}", summary="前文摘要")
+    assert "正文{summary}" in rendered.content  # inserted text is never re-substituted
+    assert ("前文摘要" in rendered.content) == (task == "refine")
+    rest = rendered.content.replace("正文{summary}", "")
+    assert "{text}" not in rest and "{summary}" not in rest
+
+
+def test_refine_template_needs_both_placeholders(tmp_path: Path) -> None:
+    (tmp_path / "refine.zh.chat.txt").write_text("更新：{text}", encoding="utf-8")
+    with pytest.raises(HarnessError, match=r"\{summary\}"):
+        load_template("zh", "chat", tmp_path, task="refine")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import re
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from matplotlib import image as mpimg
 from runfactory import make_run
@@ -130,3 +132,135 @@ def test_pareto_front() -> None:
     points = [(1.0, 5.0), (2.0, 4.0), (3.0, 3.0), (2.0, 2.0), (3.0, 3.5), (1.0, 5.0)]
     # (3, 3) loses to (3, 3.5); (2, 2) to (2, 4); the duplicate (1, 5) points dominate nothing of each other.
     assert pareto_front(points) == [0, 1, 4, 5]
+
+
+# --- degenerate output, styles across runs, environment ------------------------------------------------
+
+LOOPING = {"stop_reason": "length", "repetition_rate": 0.8, "lang_match": "true"}
+
+
+def test_degenerate_output_is_counted_flagged_and_caveated(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fine = make_run(
+        tmp_path / "runs", "run-fine", models=("m1",), overrides={"repetition_rate": 0.02, "lang_match": "true"}
+    )
+    loops = make_run(tmp_path / "runs", "run-loops", models=("m1",), overrides=LOOPING)
+    assert report(capsys, fine)[0] == 0
+    html = (fine / "report.html").read_text(encoding="utf-8")
+    assert "<td class=num>0/6</td>" in html  # 6 ok samples, none degenerate
+    assert " †</td>" not in html and "Mostly degenerate output" not in html
+    assert "stop: eos" in html and "degenerate: a loop" not in html
+
+    assert report(capsys, loops)[0] == 0
+    html = (loops / "report.html").read_text(encoding="utf-8")
+    assert "<td class=num>6/6</td>" in html
+    assert re.search(r"<td class=num>0\.\d+ †</td>", html)  # ROUGE cells marked
+    assert "Mostly degenerate output" in html and "do not rank models on it" in html
+    card = html[html.index('<div class="col degenerate">') :]
+    assert "stop: length (hit max_new_tokens)" in card and "repetition 0.80" in card
+    assert "degenerate: a loop, cut off at max_new_tokens" in card
+    md_text = (loops / "report.md").read_text(encoding="utf-8")
+    assert "Mostly degenerate output" in md_text and "degenerate: a loop, cut off at max\\_new\\_tokens" in md_text
+
+
+def test_written_degenerate_column_wins_and_wrong_language_counts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = make_run(tmp_path, "run-a", models=("m1",), overrides={"lang_match": "false", "repetition_rate": 0.0})
+    assert report(capsys, run)[0] == 0
+    html = (run / "report.html").read_text(encoding="utf-8")
+    assert "<td class=num>6/6</td>" in html and "degenerate: not in the requested language" in html
+    # A run that wrote the column: its verdict is used as written.
+    run = make_run(tmp_path, "run-b", models=("m1",), overrides={**LOOPING, "degenerate": "false"})
+    assert report(capsys, run)[0] == 0
+    assert "<td class=num>0/6</td>" in (run / "report.html").read_text(encoding="utf-8")
+
+
+def _two_run_summary(tmp_path: Path) -> pd.DataFrame:
+    from harness.report.data import collect_samples, summary_table
+    from harness.report.load import load_runs
+
+    a = make_run(tmp_path / "runs", "run-a", seed=1, models=("m-small", "m-large"))
+    # run-b: m-small much better and faster, so across runs it would dominate run-a's m-small.
+    b = make_run(
+        tmp_path / "runs", "run-b", seed=2, models=("m-small", "m-large"), scale={"decode_tok_s": 2, "rougeL_f": 2}
+    )
+    samples, order = collect_samples(load_runs([a, b]))
+    return summary_table(samples, order)
+
+
+def test_pareto_front_is_per_run(tmp_path: Path) -> None:
+    from harness.report.plots import fronts_by_run
+
+    summary = _two_run_summary(tmp_path)
+    fronts = fronts_by_run(summary, "decode_tok_s", "rougeL_f")
+    series = [sorted(summary.loc[f, "series"]) for f in fronts]
+    # m-small is fastest and m-large best within each run: both on each run's front, although
+    # run-b's m-small beats run-a's on both axes.
+    assert series == [["m-large @ run-a", "m-small @ run-a"], ["m-large @ run-b", "m-small @ run-b"]]
+
+
+def test_colour_per_model_marker_per_run_and_axis_from_zero(tmp_path: Path) -> None:
+    from matplotlib.transforms import Bbox
+
+    from harness.report.build import short_labels
+    from harness.report.plots import quality_figure, series_styles
+
+    summary = _two_run_summary(tmp_path)
+    colors, markers = series_styles(
+        dict(zip(summary["series"], summary["model"], strict=True)),
+        dict(zip(summary["series"], summary["run"], strict=True)),
+    )
+    assert colors["m-small @ run-a"] == colors["m-small @ run-b"] != colors["m-large @ run-a"]
+    assert markers["m-small @ run-a"] == markers["m-large @ run-a"] != markers["m-small @ run-b"]
+    labels = short_labels(summary)
+    assert labels["m-small @ run-b"] == "m-small"  # the marker says which run
+
+    made = quality_figure(summary, colors, markers=markers, labels=labels)
+    assert made is not None
+    fig, boxes = made
+    assert fig.axes[0].get_ylim()[0] == 0
+    assert len(boxes) == 4
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1 :]:
+            overlap = Bbox.intersection(a, b)
+            assert overlap is None or overlap.width * overlap.height == 0
+
+
+def test_labels_do_not_overlap_when_points_crowd() -> None:
+    from matplotlib.transforms import Bbox
+
+    from harness.report.plots import palette, quality_figure
+
+    names = [f"model-{i}-instruct-q4_k_m" for i in range(6)]
+    means = pd.DataFrame(
+        {
+            "series": names,
+            "decode_tok_s": [50, 50.5, 51, 50.2, 50.8, 51.2],
+            "rougeL_f": [0.2, 0.201, 0.2, 0.199, 0.202, 0.2],
+        }
+    )
+    made = quality_figure(means, palette(names))
+    assert made is not None
+    boxes = made[1]
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1 :]:
+            overlap = Bbox.intersection(a, b)
+            assert overlap is None or overlap.width * overlap.height == 0, (i, a, b)
+
+
+def test_environment_shows_full_cpu_typed_command_and_only_installed_packages(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = make_run(tmp_path, "run-a")
+    meta = json.loads((run / "run.json").read_text(encoding="utf-8"))
+    meta["command"] = ["/repo/harness/__main__.py", "run", "--models", "a b"]  # as older runs recorded it
+    meta["environment"]["cpu"].update(vendor="AuthenticAMD", family=25, model=17, stepping=1, microcode="0x1000065")
+    meta["environment"]["packages"] = {"numpy": "2.1.0", "onnxruntime": None}
+    (run / "run.json").write_text(json.dumps(meta), encoding="utf-8")
+    assert report(capsys, run)[0] == 0
+    html = (run / "report.html").read_text(encoding="utf-8")
+    assert "Test CPU @ 3.0GHz (AuthenticAMD family 25 model 17 stepping 1, microcode 0x1000065)" in html
+    assert "python -m harness run --models &#x27;a b&#x27;" in html
+    assert "<td>numpy 2.1.0</td>" in html and "None" not in html

@@ -16,7 +16,7 @@ DUMMY = """\
   n_ctx: 4096
   prompt_style: chat
   source: {{kind: path, path: {path}}}
-  provider_options: {opts}
+  flags: {opts}
 """
 
 

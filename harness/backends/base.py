@@ -4,12 +4,18 @@ A backend turns a rendered prompt into token ids, and token ids into a stream of
 each stamped with `time.perf_counter_ns()` as it leaves the engine. It also reports the engine's own
 counters when it keeps any. Everything else (timing statistics, memory, scoring, rows) happens outside.
 
-A new backend is one file: subclass `Backend`, implement `load`, `tokenize_prompt`, `generate`, and
-register it in `harness.backends.BACKENDS`.
+A new backend is one file in `harness/backends/`: subclass `Backend`, set `name` (the models.yaml
+`backend:` value) and `flags_type` (a `BackendFlags` dataclass: the models.yaml `flags` it accepts, with
+types and defaults), list the modules it imports in `requires`, and implement `load`, `tokenize_prompt`,
+`generate`. Defining the class registers it (`Backend.__init_subclass__`); `harness.backends` finds the
+file by importing every module of the package, so nothing else names the backend. Import the engine
+inside methods, not at module level: every command imports every backend module to learn the names and
+flags, and a missing engine must fail only the models that use it.
 """
 
 from __future__ import annotations
 
+import importlib
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -21,18 +27,24 @@ from harness.prompts import RenderedPrompt
 
 
 @dataclass(frozen=True)
+class BackendFlags:
+    """A backend's models.yaml `flags`: subclass it (frozen dataclass) with one field per flag the backend
+    accepts, typed (pydantic checks values strictly; `Annotated[int, Field(ge=1)]` adds bounds) and with
+    the default that applies when models.yaml omits it. This base class has no fields: no flags."""
+
+
+@dataclass(frozen=True)
 class BackendOptions:
-    """Per-run engine options, merged from models.yaml defaults and CLI flags."""
+    """Per-run engine options: run settings (threads, n_ctx, ...) plus the backend's own `flags`, merged
+    from models.yaml and CLI overrides by `harness.backends.make_flags`."""
 
     threads: int
     n_ctx: int
-    n_gpu_layers: int = 0
-    flash_attn: bool = False
-    use_mmap: bool = True
     provider: str = "auto"
     provider_options: dict[str, Any] = field(default_factory=dict)
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
+    flags: BackendFlags = field(default_factory=BackendFlags)  # an instance of the backend's flags_type
 
 
 @dataclass(frozen=True)
@@ -41,6 +53,8 @@ class GenerationRequest:
     max_new_tokens: int
     # Ignore end-of-sequence until this many tokens were generated (fixed-length throughput runs).
     min_new_tokens: int = 0
+    # The prompt as rendered, for backends that send text rather than ids (HTTP servers apply the template).
+    prompt: RenderedPrompt | None = None
 
 
 @dataclass
@@ -70,20 +84,36 @@ class GenerationResult:
     stop_reason: str  # "eos" or "length"
     prompt_tokens_evaluated: int | None = None  # engine's count; must equal len(prompt_ids)
     counters: EngineCounters | None = None
+    # perf_counter_ns() when the engine produced its last token, kept or not: on an EOS stop the EOS (not in
+    # token_ids), else token_ns[-1]. None = not recorded (taken as token_ns[-1]).
+    end_ns: int | None = None
+    # Backends that see no token ids (HTTP servers): token_ns are arrival times of streamed chunks, the counts
+    # are the server's. output_tokens None with itl_unit "chunk" means the count is unknown, never len(token_ns).
+    prompt_tokens: int | None = None  # the server's count of the prompt (else len(prompt_ids))
+    output_tokens: int | None = None  # the server's count of generated tokens (else len(token_ids))
+    itl_unit: str = "token"  # "chunk" when token_ns are chunks that may hold several tokens
+    output_tokens_source: str = "engine"  # usage | timings | eval_count | server_tokenize | engine
 
 
 class TokenStream:
     """Generated ids with their arrival times, and the stop rule every backend shares: an end-of-sequence
-    token ends generation once min_new_tokens are reached (and is not kept), max_new_tokens ends it too."""
+    token ends generation once min_new_tokens are reached (and is not kept), max_new_tokens ends it too.
+
+    Backends keep the engine from producing end-of-sequence tokens before min_new_tokens (llama.cpp: a -inf
+    logit bias; onnxruntime-genai: min_length), so every kept token is a real output token on both. One
+    that arrives anyway (an engine that cannot ban) is kept and counted, as the engine fed it back.
+    `end_ns` is the arrival time of the last token the engine produced, EOS included."""
 
     def __init__(self, request: GenerationRequest) -> None:
         self.request = request
         self.ids: list[int] = []
         self.times: list[int] = []
         self.stop_reason = "length"
+        self.end_ns: int | None = None
 
     def add(self, token: int, now_ns: int, is_eos: bool) -> bool:
         """Record one token; True when generation must stop."""
+        self.end_ns = now_ns
         if is_eos and len(self.ids) >= self.request.min_new_tokens:
             self.stop_reason = "eos"
             return True
@@ -104,15 +134,75 @@ class LoadInfo:
 TokenCallback = Callable[[int, int], None]  # (token_id, perf_counter_ns)
 
 
+class LazyModule:
+    """A module imported on first attribute access: `og = LazyModule("onnxruntime_genai")` at the top of a
+    backend module reads like a normal import but costs nothing until the backend runs, so registering
+    the backend never imports its engine. Attributes are cached on first use (no per-call import cost in
+    generation loops). A missing package raises ImportError at that first use; `backend_class` checks
+    `Backend.requires` before, so users see a one-line install hint instead."""
+
+    def __init__(self, name: str) -> None:
+        self.__name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        value = getattr(importlib.import_module(self.__name), attr)
+        setattr(self, attr, value)
+        return value
+
+    def __repr__(self) -> str:
+        return f"<lazy module {self.__name!r}>"
+
+
+# name -> class, filled by Backend.__init_subclass__; read through harness.backends (which imports the
+# backend modules first).
+REGISTERED: dict[str, type[Backend]] = {}
+
+
 class Backend(ABC):
     """One inference engine. Lives in the worker process; instantiated once per model."""
 
-    name: ClassVar[str]
+    name: ClassVar[str]  # the models.yaml `backend:` value; defining it registers the class
+    flags_type: ClassVar[type[BackendFlags]] = BackendFlags  # the models.yaml `flags` it takes
+    # Modules the engine needs -> the pip requirement that provides each; checked when a model uses it.
+    requires: ClassVar[dict[str, str]] = {}
+    # Execution providers a model may name (models.yaml `provider`, --provider) besides "auto"; () = none.
+    providers: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" not in cls.__dict__:
+            return  # an abstract intermediate class, or a subclass reusing its parent's name
+        name = cls.__dict__["name"]
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"{cls.__qualname__}.name must be a non-empty string, got {name!r}")
+        if not (isinstance(cls.flags_type, type) and issubclass(cls.flags_type, BackendFlags)):
+            raise TypeError(f"{cls.__qualname__}.flags_type must be a BackendFlags dataclass")
+        previous = REGISTERED.get(name)
+        same_class = previous is not None and (previous.__module__, previous.__qualname__) == (
+            cls.__module__,
+            cls.__qualname__,
+        )
+        if previous is not None and not same_class:  # the same class defined again (a re-import) replaces
+            raise TypeError(
+                f'backend name "{name}" of {cls.__module__}.{cls.__qualname__} is already taken by '
+                f"{previous.__module__}.{previous.__qualname__}"
+            )
+        REGISTERED[name] = cls
 
     def __init__(self, model_path: Path, options: BackendOptions, prompt_style: str) -> None:
         self.model_path = model_path
         self.options = options
         self.prompt_style = prompt_style  # "chat" or "completion"
+
+    @property
+    def flags(self) -> BackendFlags:
+        """This model's flags (an instance of `flags_type`); defaults when the options carry none."""
+        flags = self.options.flags
+        if type(flags) is BackendFlags:
+            return self.flags_type()
+        if not isinstance(flags, self.flags_type):
+            raise TypeError(f"{type(self).__name__} needs {self.flags_type.__name__}, got {type(flags).__name__}")
+        return flags
 
     @abstractmethod
     def load(self) -> LoadInfo:

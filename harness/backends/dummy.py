@@ -3,8 +3,8 @@
 It holds `alloc_mb` MiB resident from load on, allocates a further `sample_alloc_mb` MiB for the duration
 of each generation, and emits one token per character of a fixed text at `tok_per_s`. Known sizes and
 rates let tests check the memory tracker and the latency maths against ground truth, and
-`kill_at_call` / `raise_at_call` exercise the crash paths. Options come from models.yaml
-`provider_options`.
+`kill_at_call` / `raise_at_call` exercise the crash paths. These are its models.yaml `flags`
+(`DummyFlags`).
 """
 
 from __future__ import annotations
@@ -12,9 +12,12 @@ from __future__ import annotations
 import os
 import signal
 import time
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Annotated, ClassVar
 
-from harness.backends.base import Backend, GenerationRequest, GenerationResult, LoadInfo
+from pydantic import Field
+
+from harness.backends.base import Backend, BackendFlags, GenerationRequest, GenerationResult, LoadInfo
 from harness.prompts import RenderedPrompt
 
 MIB = 1024 * 1024
@@ -26,17 +29,28 @@ def _touched(n_mb: float) -> bytearray:
     return bytearray(b"\x01") * int(n_mb * MIB)
 
 
+@dataclass(frozen=True)
+class DummyFlags(BackendFlags):
+    tok_per_s: Annotated[float, Field(gt=0)] = 1000.0  # generation rate
+    alloc_mb: Annotated[float, Field(ge=0)] = 0.0  # MiB held resident from load on
+    sample_alloc_mb: Annotated[float, Field(ge=0)] = 0.0  # MiB more during each generation
+    kill_at_call: Annotated[int, Field(ge=1)] | None = None  # SIGKILL itself at this generate() call
+    raise_at_call: Annotated[int, Field(ge=1)] | None = None  # raise RuntimeError at this call
+
+
 class DummyBackend(Backend):
     name: ClassVar[str] = "dummy"
+    flags_type: ClassVar[type[BackendFlags]] = DummyFlags
 
     def load(self) -> LoadInfo:
-        opts: dict[str, Any] = self.options.provider_options
-        self.tok_per_s = float(opts.get("tok_per_s", 1000.0))
-        self.sample_alloc_mb = float(opts.get("sample_alloc_mb", 0))
-        self.kill_at_call = opts.get("kill_at_call")
-        self.raise_at_call = opts.get("raise_at_call")
+        flags = self.flags
+        assert isinstance(flags, DummyFlags)
+        self.tok_per_s = flags.tok_per_s
+        self.sample_alloc_mb = flags.sample_alloc_mb
+        self.kill_at_call = flags.kill_at_call
+        self.raise_at_call = flags.raise_at_call
         self.calls = 0
-        self._resident = _touched(float(opts.get("alloc_mb", 0)))
+        self._resident = _touched(flags.alloc_mb)
         return LoadInfo(provider="dummy", n_ctx=self.options.n_ctx, model_files=[self.model_path], mmap=False)
 
     def tokenize_prompt(self, prompt: RenderedPrompt) -> list[int]:

@@ -1,12 +1,15 @@
 """llama.cpp through llama-cpp-python: GGUF models on CPU (or GPU when the build offloads).
 
-Why the low-level loop instead of `create_completion(stream=True)`: streamed text chunks are not tokens
-(llama-cpp-python holds back incomplete UTF-8, so one Chinese character arrives as one chunk after
-several byte-level tokens). `Llama.generate` yields token ids, which we timestamp one by one.
+Why our own decode loop (llama_decode one token at a time, as llama-bench drives the engine, and a greedy
+argmax over llama.cpp's logits) instead of `create_completion(stream=True)`: streamed text chunks are not
+tokens (llama-cpp-python holds back incomplete UTF-8, so one Chinese character arrives as one chunk after
+several byte-level tokens); we timestamp token ids one by one. And instead of `Llama.generate`: it leaks a
+vocabulary-sized sampler buffer per call until Python's GC runs, its sampler chain costs ~0.45 ms per token
+at a 262k vocabulary, and it cannot ban end-of-generation tokens natively (see llama_cpp_native).
 
-Why `reset()` + `kv_cache_clear()` before every generation: llama-cpp-python silently reuses the KV cache
-of the longest common prompt prefix, so a repeat of the same talk would skip prefill (TTFT ~3 ms).
-The engine's prompt-eval count is checked against the prompt length after every sample.
+Why the KV cache is cleared before every generation: llama-cpp-python reuses the KV cache of the longest
+common prompt prefix, so a repeat of the same talk would skip prefill (TTFT ~3 ms). The engine's
+prompt-eval count is checked against the prompt length after every sample.
 """
 
 from __future__ import annotations
@@ -14,14 +17,15 @@ from __future__ import annotations
 import codecs
 import contextlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
-import llama_cpp
-from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+from pydantic import Field
 
 from harness.backends.base import (
     Backend,
+    BackendFlags,
     BackendOptions,
     EngineCounters,
     GenerationRequest,
@@ -29,8 +33,22 @@ from harness.backends.base import (
     LoadInfo,
     TokenStream,
 )
+from harness.backends.llama_cpp_native import GreedyDecoder, Threadpool, attach_threadpool, eog_tokens
 from harness.errors import HarnessError
 from harness.prompts import RenderedPrompt
+
+if TYPE_CHECKING:
+    import llama_cpp
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+else:
+    from harness.backends.base import LazyModule
+
+    llama_cpp = LazyModule("llama_cpp")  # imported when a model loads, not when the backend registers
+
+
+def _check_decode(status: int) -> None:
+    if status != 0:  # 1: no KV slot for the batch; 2: aborted; < 0: error
+        raise RuntimeError(f"llama_decode failed with status {status}")
 
 
 def decode_utf8(data: bytes) -> str:
@@ -40,18 +58,40 @@ def decode_utf8(data: bytes) -> str:
     return codecs.getincrementaldecoder("utf-8")(errors="replace").decode(data, final=False)
 
 
+@dataclass(frozen=True)
+class LlamaCppFlags(BackendFlags):
+    """models.yaml `flags` of llama.cpp models (CLI --n-gpu-layers / --flash-attn / --no-mmap override)."""
+
+    n_gpu_layers: Annotated[int, Field(ge=-1)] = 0  # layers to offload when the build has a GPU; -1 = all
+    flash_attn: bool = False
+    use_mmap: bool = True
+    # Prompt-processing batch (logical) and micro-batch (physical) sizes; None = llama-cpp-python's default
+    # (512 each). llama.cpp caps n_batch at n_ctx and n_ubatch at n_batch; run.json records what it used.
+    n_batch: Annotated[int, Field(ge=1)] | None = None
+    n_ubatch: Annotated[int, Field(ge=1)] | None = None
+
+
 class LlamaCppBackend(Backend):
     name: ClassVar[str] = "llama_cpp"
+    flags_type: ClassVar[type[BackendFlags]] = LlamaCppFlags
+    requires: ClassVar[dict[str, str]] = {"llama_cpp": "llama-cpp-python"}
 
     def __init__(self, model_path: Path, options: BackendOptions, prompt_style: str) -> None:
         super().__init__(model_path, options, prompt_style)
         self.llm: llama_cpp.Llama | None = None
         self._formatter: Jinja2ChatFormatter | None = None
+        self._decoder: GreedyDecoder | None = None
+        self._threadpool: Threadpool | None = None
 
     def load(self) -> LoadInfo:
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
         opts = self.options
+        flags = self.flags
+        assert isinstance(flags, LlamaCppFlags)
         gpu_ok = bool(llama_cpp.llama_supports_gpu_offload())
-        n_gpu_layers = opts.n_gpu_layers if gpu_ok else 0
+        n_gpu_layers = flags.n_gpu_layers if gpu_ok else 0
+        batching = {k: v for k, v in (("n_batch", flags.n_batch), ("n_ubatch", flags.n_ubatch)) if v is not None}
         self.llm = llama_cpp.Llama(
             model_path=str(self.model_path),
             n_ctx=opts.n_ctx,
@@ -59,8 +99,9 @@ class LlamaCppBackend(Backend):
             n_threads=opts.threads,
             n_threads_batch=opts.threads,
             n_gpu_layers=n_gpu_layers,
-            use_mmap=opts.use_mmap,
-            flash_attn=opts.flash_attn,
+            use_mmap=flags.use_mmap,
+            flash_attn=flags.flash_attn,
+            **batching,
             # llama.cpp's own tools (llama-cli, llama-server, llama-bench) default to a window-sized cache
             # for sliding-window layers; llama-cpp-python asks for a full-size one. Match the tools.
             swa_full=False,
@@ -80,26 +121,34 @@ class LlamaCppBackend(Backend):
                 bos_token=self._piece(llama_cpp.llama_vocab_bos(vocab)),
                 eos_token=self._piece(llama_cpp.llama_vocab_eos(vocab)),
             )
+        ctx = self.llm._ctx.ctx
+        self._threadpool, threadpool_settings = attach_threadpool(ctx, opts.threads)
+        eog = eog_tokens(self.llm._model.vocab)
+        self._decoder = GreedyDecoder(self.llm.n_vocab(), eog)
         provider = "llama.cpp CPU" if n_gpu_layers == 0 else f"llama.cpp GPU ({n_gpu_layers} layers)"
         extra: dict[str, Any] = {
+            **threadpool_settings,
+            "eog_token_ids": eog,
+            "sampler": "greedy: argmax over llama.cpp's logits; EOG tokens -inf until min_new_tokens",
             "n_ctx_train": self.llm._model.n_ctx_train(),
             "n_batch": self.llm.n_batch,
+            "n_ubatch": int(self.llm.context_params.n_ubatch),
             "n_threads": opts.threads,
             "n_threads_batch": opts.threads,
-            "flash_attn": opts.flash_attn,
+            "flash_attn": flags.flash_attn,
             "swa_full": False,
             "gpu_offload_supported": gpu_ok,
             "architecture": self.llm.metadata.get("general.architecture"),
             "file_type": self.llm.metadata.get("general.file_type"),
             "has_chat_template": bool(template),
         }
-        if opts.n_gpu_layers and not gpu_ok:
+        if flags.n_gpu_layers and not gpu_ok:
             extra["warning"] = "n_gpu_layers ignored: this llama.cpp build has no GPU offload"
         return LoadInfo(
             provider=provider,
             n_ctx=self.llm.n_ctx(),
             model_files=[self.model_path],
-            mmap=opts.use_mmap,
+            mmap=flags.use_mmap,
             extra=extra,
         )
 
@@ -120,24 +169,45 @@ class LlamaCppBackend(Backend):
 
     def generate(self, request: GenerationRequest) -> GenerationResult:
         llm = self.llm
-        assert llm is not None
+        decoder = self._decoder
+        assert llm is not None and decoder is not None, "load() first"
+        n_prompt = len(request.prompt_ids)
+        if n_prompt == 0:
+            raise HarnessError("empty prompt: nothing to generate from")
+        if n_prompt + request.max_new_tokens > llm.n_ctx():
+            raise HarnessError(
+                f"prompt ({n_prompt} tokens) + max_new_tokens ({request.max_new_tokens}) exceeds n_ctx "
+                f"{llm.n_ctx()}; shorten the input or lower --max-new-tokens"
+            )
         ctx = llm._ctx.ctx
-        vocab = llm._model.vocab
-        llm.reset()
+        # Prompt batches of at most n_batch tokens; positions follow the KV cache (llama_batch_get_one).
+        chunks = [request.prompt_ids[i : i + llm.n_batch] for i in range(0, n_prompt, llm.n_batch)]
+        prompt_arrays = [(llama_cpp.llama_token * len(c))(*c) for c in chunks]
+        prompt_batches = [llama_cpp.llama_batch_get_one(a, len(a)) for a in prompt_arrays]
+        next_token = (llama_cpp.llama_token * 1)()
+        next_batch = llama_cpp.llama_batch_get_one(next_token, 1)  # points at next_token: set [0] and decode
+        decode, next_token_of, eog = llama_cpp.llama_decode, decoder.next_token, decoder.eog
+        min_new = request.min_new_tokens
+
+        llm.reset()  # llama-cpp-python's own bookkeeping, and recurrent state
         llm._ctx.kv_cache_clear()
         llama_cpp.llama_perf_context_reset(ctx)
         stream = TokenStream(request)
         start = self.now_ns()
-        for token in llm.generate(
-            request.prompt_ids, temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0, reset=True
-        ):
-            if stream.add(token, self.now_ns(), bool(llama_cpp.llama_vocab_is_eog(vocab, token))):
+        for batch in prompt_batches:
+            _check_decode(decode(ctx, batch))
+        while True:
+            token = next_token_of(ctx, len(stream.ids) < min_new)
+            if stream.add(token, self.now_ns(), token in eog):
                 break
+            next_token[0] = token
+            _check_decode(decode(ctx, next_batch))
         perf = llama_cpp.llama_perf_context(ctx)
+        # llama.cpp reports at least 1 of each count (max(1, n)); a count whose timer never ran is 0.
         counters = EngineCounters(
-            prompt_tokens=int(perf.n_p_eval),
+            prompt_tokens=int(perf.n_p_eval) if perf.t_p_eval_ms > 0 else 0,
             prompt_ms=float(perf.t_p_eval_ms),
-            decode_tokens=int(perf.n_eval),
+            decode_tokens=int(perf.n_eval) if perf.t_eval_ms > 0 else 0,
             decode_ms=float(perf.t_eval_ms),
         )
         text = decode_utf8(llm.detokenize(stream.ids))
@@ -149,9 +219,14 @@ class LlamaCppBackend(Backend):
             stop_reason=stream.stop_reason,
             prompt_tokens_evaluated=counters.prompt_tokens,
             counters=counters,
+            end_ns=stream.end_ns,
         )
 
     def close(self) -> None:
+        self._decoder = None
+        if self._threadpool is not None:
+            self._threadpool.release()  # detach before the context goes, free after
+            self._threadpool = None
         if self.llm is not None:
             with contextlib.suppress(Exception):
                 self.llm.close()

@@ -29,22 +29,26 @@ import importlib.util
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import onnxruntime_genai as og
 
 from harness.backends.base import (
     Backend,
     BackendOptions,
     GenerationRequest,
     GenerationResult,
+    LazyModule,
     LoadInfo,
     TokenStream,
 )
-from harness.errors import HarnessError
+from harness.errors import HarnessError, unknown
 from harness.prompts import RenderedPrompt
-from harness.registry import unknown
+
+if TYPE_CHECKING:
+    import onnxruntime_genai as og
+else:
+    og = LazyModule("onnxruntime_genai")  # imported when a model loads, not when the backend registers
 
 GENAI_CONFIG = "genai_config.json"
 HARNESS_JSON = "harness.json"  # written by `harness prepare onnx` beside the model
@@ -204,7 +208,11 @@ def make_codec(model_dir: Path, genai_tokenizer: Any) -> _GenaiCodec | _HfCodec:
 
 
 class OnnxGenaiBackend(Backend):
+    """No models.yaml `flags`: the execution provider (`provider`, `provider_options`) is the knob."""
+
     name: ClassVar[str] = "onnx"
+    requires: ClassVar[dict[str, str]] = {"onnxruntime_genai": "harness[onnx]", "onnxruntime": "harness[onnx]"}
+    providers: ClassVar[tuple[str, ...]] = tuple(PROVIDERS)
 
     def __init__(self, model_path: Path, options: BackendOptions, prompt_style: str) -> None:
         super().__init__(model_path, options, prompt_style)
@@ -428,6 +436,7 @@ class OnnxGenaiBackend(Backend):
             stop_reason=stream.stop_reason,
             prompt_tokens_evaluated=evaluated,
             counters=None,  # onnxruntime-genai keeps no per-generation timing counters
+            end_ns=stream.end_ns,
         )
 
     @classmethod

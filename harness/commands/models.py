@@ -7,13 +7,21 @@ python -m harness models pull ID [ID …] [--offline] [--models-file F]
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 from harness.errors import HarnessError
-from harness.models.registry import load_models, select_models
-from harness.models.sources import cache_dir, describe_source, is_ready, local_size, resolve
+from harness.models.registry import HfSource, ModelscopeSource, load_models, select_models
+from harness.models.sources import (
+    cache_dir,
+    describe_source,
+    hf_endpoint,
+    hub,
+    is_ready,
+    local_size,
+    modelscope_endpoint,
+    resolve,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,7 +32,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "with whether their weights are in the cache.",
     )
     parser.add_argument(
-        "--models-file", type=Path, default=None, help="models.yaml to read (default: the shipped one)"
+        "--models-file",
+        type=Path,
+        default=None,
+        metavar="FILE.yaml",
+        help="models.yaml to read (default: the shipped one)",
     )
     parser.set_defaults(func=_list)
     sub = parser.add_subparsers(dest="models_command", metavar="{pull}")
@@ -38,20 +50,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--offline", action="store_true", help="never touch the network; fail for models not cached"
     )
     # SUPPRESS: without it the subparser's default would overwrite `models --models-file F pull …`.
-    pull.add_argument("--models-file", type=Path, default=argparse.SUPPRESS, help="models.yaml to read")
+    pull.add_argument(
+        "--models-file",
+        type=Path,
+        default=argparse.SUPPRESS,
+        metavar="FILE.yaml",
+        help="models.yaml to read (default: the shipped one)",
+    )
     pull.set_defaults(func=_pull)
 
 
 def _list(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
+
+    from harness.console import plain_console
 
     entries = load_models(args.models_file)
     table = Table(title="Models", title_justify="left")
     # Fold rather than truncate: a cut-off id could not be pasted into --models.
-    for name in ("id", "backend", "quant", "source"):
+    for name in ("id", "backend", "quant", "hub", "source"):
         table.add_column(name, overflow="fold")
-    table.add_column("size MB", justify="right", overflow="fold")
+    table.add_column("size MiB", justify="right", overflow="fold")
     table.add_column("ready", overflow="fold")
     table.add_column("default", overflow="fold")
     for entry in entries.values():
@@ -60,16 +79,21 @@ def _list(args: argparse.Namespace) -> int:
             entry.id,
             entry.backend,
             entry.quant,
+            hub(entry),
             describe_source(entry),
-            f"{size / 1e6:.1f}" if size is not None else "",
+            f"{size / 2**20:.1f}" if size is not None else "",
             "yes" if is_ready(entry) else "no",
             "yes" if entry.default else "",
         )
-    console = Console()
-    if not console.is_terminal and "COLUMNS" not in os.environ:
-        console.width = 200  # piped to a file or grep: one line per model beats rich's 80-column default
+    # Piped to a file or grep: one line per model beats rich's 80-column default.
+    console = plain_console(pipe_width=200)
     console.print(table)
-    console.print(f"cache: {cache_dir()}  (set HARNESS_CACHE to move it)", highlight=False)
+    console.print(f"cache: {cache_dir()}  (set HARNESS_CACHE to move it)")
+    sources = {type(e.source) for e in entries.values()}
+    if HfSource in sources:
+        console.print(f"hf downloads from {hf_endpoint()}  (set HF_ENDPOINT for a mirror, e.g. https://hf-mirror.com)")
+    if ModelscopeSource in sources:
+        console.print(f"modelscope downloads from {modelscope_endpoint()}  (set MODELSCOPE_ENDPOINT for another site)")
     return 0
 
 

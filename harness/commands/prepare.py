@@ -54,7 +54,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--offline", action="store_true", help="never touch the network: the GGUF must already be in the cache"
     )
     onnx.add_argument("--force", action="store_true", help="rebuild even if the target folder exists")
-    onnx.add_argument("--id", dest="new_id", metavar="NEW_ID", help="register under this id instead")
+    onnx.add_argument(
+        "--id", dest="new_id", metavar="NEW_ID", help="register under this id (default: <base>-onnx-<precision>)"
+    )
     onnx.add_argument(
         "--n-ctx",
         type=int,
@@ -66,9 +68,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="extra option for the model builder, e.g. block_size=64 (repeatable)",
+        help="extra option for the model builder, e.g. block_size=64 (repeatable; default: none)",
     )
-    onnx.add_argument("--models-file", type=Path, default=None, help="models.yaml to read (default: the shipped one)")
+    onnx.add_argument(
+        "--models-file",
+        type=Path,
+        default=None,
+        metavar="FILE.yaml",
+        help="models.yaml to read (default: the shipped one)",
+    )
     onnx.set_defaults(func=_prepare_onnx)
     parser.set_defaults(func=lambda args: parser.print_help() or 2)
 

@@ -87,20 +87,20 @@ def _providers(args: argparse.Namespace) -> int:
         print(json.dumps({"onnxruntime": onnx, "llama_cpp": llama}, indent=2, ensure_ascii=False))
         return 0
 
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    from harness.console import plain_console
+
+    console = plain_console()  # hints such as pip install -e '.[onnx]' hold brackets: no markup
     if not onnx["installed"]:
-        console.print(f"ONNX Runtime: not installed ({onnx['hint']})", highlight=False)
+        console.print(f"ONNX Runtime: not installed ({onnx['hint']})")
     else:
         genai = onnx.get("genai_version")
         console.print(
             f"ONNX Runtime {onnx['version']}"
-            + (f", onnxruntime-genai {genai}" if genai else ", onnxruntime-genai not installed"),
-            highlight=False,
+            + (f", onnxruntime-genai {genai}" if genai else ", onnxruntime-genai not installed")
         )
-        console.print(f"  available: {', '.join(onnx['available']) or 'none'}", highlight=False)
+        console.print(f"  available: {', '.join(onnx['available']) or 'none'}")
         if "providers" in onnx:
             table = Table(title_justify="left")
             for column in ("--provider", "execution provider", "available", "comes with"):
@@ -110,15 +110,14 @@ def _providers(args: argparse.Namespace) -> int:
             console.print(table)
             console.print(
                 f"  auto picks: {onnx['auto']} (first available of: {', '.join(onnx['auto_order'])}; "
-                f"a model built for a GPU provider prefers that one)",
-                highlight=False,
+                f"a model built for a GPU provider prefers that one)"
             )
         if onnx.get("hint"):
-            console.print(f"  {onnx['hint']}", highlight=False)
+            console.print(f"  {onnx['hint']}")
     if not llama["installed"]:
-        console.print(f"llama.cpp: not installed ({llama['hint']})", highlight=False)
+        console.print(f"llama.cpp: not installed ({llama['hint']})")
     else:
-        console.print(f"llama.cpp (llama-cpp-python {llama['version']})", highlight=False)
-        console.print(f"  {llama['system_info']}", highlight=False)
-        console.print(f"  GPU offload: {'yes' if llama['gpu_offload'] else 'no (CPU-only build)'}", highlight=False)
+        console.print(f"llama.cpp (llama-cpp-python {llama['version']})")
+        console.print(f"  {llama['system_info']}")
+        console.print(f"  GPU offload: {'yes' if llama['gpu_offload'] else 'no (CPU-only build)'}")
     return 0

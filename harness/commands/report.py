@@ -19,6 +19,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     p.add_argument("runs", nargs="+", metavar="RUN", help="run directory or results.csv")
     p.add_argument(
+        "--db",
+        type=Path,
+        metavar="PATH",
+        help="results store: a RUN may also be a stored run id (harness db; default: none, RUNs are directories)",
+    )
+    p.add_argument(
         "--out", type=Path, metavar="DIR", help="output directory (default: the first RUN's directory)"
     )
     p.set_defaults(func=run)
@@ -28,8 +34,9 @@ def run(args: argparse.Namespace) -> int:
     # Imported here: matplotlib costs a second at start-up that other commands should not pay.
     from harness.report.build import write_report
     from harness.report.load import load_runs
+    from harness.store import resolve_run_args
 
-    runs = load_runs(args.runs)
+    runs = load_runs(resolve_run_args(args.runs, args.db))
     out_dir = args.out if args.out is not None else runs[0].directory
     html_path, md_path = write_report(runs, out_dir)
     print(f"wrote {md_path} (PNG plots beside it)")

@@ -1,119 +1,137 @@
-"""`harness run`: summarise each talk with each model and write a run directory."""
+"""`harness run`: summarise each document with each model x config and write a run directory.
+
+The options come from the table in `harness.params` (flags, defaults, help, validation, sweeps); this
+module only turns the validated values into a `RunConfig` and starts the runner.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
+import sys
 from pathlib import Path
 
+from harness import params
+from harness.errors import HarnessError
+from harness.resume import resume_hint
 from harness.runner import RunConfig, Runner
-
-
-def _csv_list(value: str) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()]
-
-
-def _positive_float(value: str) -> float:
-    f = float(value)
-    if f < 0:
-        raise argparse.ArgumentTypeError("must be 0 or more")
-    return f
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "run",
-        help="benchmark models on the corpus (latency, memory, ROUGE)",
-        description="Summarise each talk with each model; write results.csv, summaries.jsonl, summary.csv and "
-        "run.json into a new directory under --out. The last line printed is that directory.",
+        help="benchmark models on the corpus (latency, memory, ROUGE); sweeps settings like llama-bench",
+        description="Summarise each document with each model (x each combination of swept settings); write "
+        "results.csv, summaries.jsonl, summary.csv and run.json into a new directory under --out. The last "
+        f"line printed is that directory. Sweepable options take {params.SWEEP_GRAMMAR}.",
     )
-    p.add_argument(
-        "--models",
-        type=_csv_list,
-        default=[],
-        metavar="ID[,ID…]",
-        help="model ids from models.yaml (default: the entries marked default: true)",
-    )
-    p.add_argument("--talks", type=_csv_list, default=[], metavar="ID[,ID…]", help="talk ids (default: all)")
-    p.add_argument(
-        "--corpus",
-        type=Path,
-        metavar="FILE.jsonl",
-        help="your own corpus: JSONL with id, text, references (list), optional lang",
-    )
-    p.add_argument(
-        "--models-file", type=Path, metavar="YAML", help="models file (default: the packaged models.yaml)"
-    )
-    p.add_argument("--repeats", type=int, default=1, help="timed samples per model x talk (default 1)")
-    p.add_argument(
-        "--warmup",
-        type=int,
-        default=1,
-        help="untimed warm-up generations per model before its samples (default 1; 0 = off)",
-    )
-    p.add_argument("--max-new-tokens", type=int, default=256, help="generation cap (default 256)")
-    p.add_argument(
-        "--min-new-tokens",
-        type=int,
-        default=0,
-        help="ignore end-of-sequence until this many tokens (fixed-length throughput; default 0)",
-    )
-    p.add_argument("--threads", type=int, help="decode and prefill threads (default: physical cores)")
-    p.add_argument(
-        "--summary-lang",
-        choices=["zh", "en"],
-        help="language to summarise in (default: each talk's own language)",
-    )
-    p.add_argument(
-        "--cooldown", type=_positive_float, default=0.0, metavar="S", help="sleep S seconds between samples"
-    )
-    p.add_argument("--n-ctx", type=int, help="override every model's context size")
-    p.add_argument(
-        "--n-gpu-layers", type=int, help="llama.cpp layers to offload, when the build supports a GPU"
-    )
-    p.add_argument(
-        "--flash-attn",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="llama.cpp flash attention (default: models.yaml flag, else off)",
-    )
-    p.add_argument(
-        "--no-mmap",
-        action="store_true",
-        help="load weights into anonymous memory instead of mmap (file pages then don't count as shared)",
-    )
-    p.add_argument(
-        "--provider", help="ONNX execution provider: auto, cpu, cuda, dml, qnn, openvino, coreml, webgpu"
-    )
-    p.add_argument("--out", type=Path, default=Path("results"), help="parent directory of the run directory")
-    p.add_argument("--offline", action="store_true", help="never download; use only the model cache")
-    p.add_argument(
-        "--no-bandwidth", action="store_true", help="skip the memory-bandwidth probe (roofline column)"
-    )
+    params.add_arguments(p)
     p.set_defaults(func=_run)
 
 
+def build_config(args: argparse.Namespace) -> tuple[RunConfig, dict[str, object]]:
+    """(RunConfig, the command's own options) from parsed arguments; a bad value raises HarnessError."""
+    parsed = params.split_values(params.collect(args))
+    fields = {f.name for f in dataclasses.fields(RunConfig)}
+    kwargs = {k: v for k, v in parsed.run.items() if k in fields}
+    missing = sorted(set(parsed.run) - fields)
+    if missing:  # a table entry without a RunConfig field is a programming error, not a user one
+        raise LookupError(f"RunConfig has no field for option(s) {', '.join(missing)}")
+    if parsed.sweep:
+        if "sweep" not in fields:
+            raise HarnessError("sweeps need the new runner; give one value per option")
+        kwargs["sweep"] = parsed.sweep
+    kwargs["measure_bandwidth"] = not parsed.command["no_bandwidth"]
+    return RunConfig(**kwargs), parsed.command
+
+
 def _run(args: argparse.Namespace) -> int:
-    config = RunConfig(
-        models=args.models,
-        talks=args.talks,
-        corpus=args.corpus,
-        models_file=args.models_file,
-        out=args.out,
-        repeats=args.repeats,
-        warmup=args.warmup,
-        max_new_tokens=args.max_new_tokens,
-        min_new_tokens=args.min_new_tokens,
-        threads=args.threads,
-        summary_lang=args.summary_lang,
-        cooldown_s=args.cooldown,
-        offline=args.offline,
-        no_mmap=args.no_mmap,
-        flash_attn=args.flash_attn,
-        n_gpu_layers=args.n_gpu_layers,
-        provider=args.provider,
-        n_ctx=args.n_ctx,
-        measure_bandwidth=not args.no_bandwidth,
-    )
-    run_dir, errors = Runner(config).run()
+    config, command = build_config(args)
+    for name, flag in (("devices", "--devices"), ("retry_window", "--retry-window")):
+        if getattr(args, name, None) is not None and not command.get("fleet"):
+            raise HarnessError(f"{flag} goes with --fleet tcp://HOST:PORT; add --fleet or leave {flag} out")
+    if command.get("fleet") or (command.get("db") and not command.get("dry_run")):
+        return _run_fleet_or_store(config, command)
+    if command.get("resume"):
+        return _resume(args, Path(str(command["resume"])))
+    runner = Runner(config)
+    if command.get("dry_run"):
+        dry_run = getattr(runner, "dry_run", None)
+        if dry_run is None:
+            raise HarnessError("--dry-run needs the new runner")
+        print(dry_run(command.get("estimate_from")))
+        return 0
+    return _finish(runner)
+
+
+def _finish(runner: Runner) -> int:
+    """Run; the run directory is the last line printed. Exit 0 all rows ok, 1 some rows are errors,
+    128 + signal number (130 SIGINT, 143 SIGTERM) when interrupted; a full disk raises (exit 2)."""
+    run_dir, errors = runner.run()
+    print(run_dir)
+    if runner.interrupted is not None:
+        print(
+            f"harness run: interrupted by {runner.interrupted.signal_name}; rows already written are kept; "
+            f"resume with: {resume_hint(run_dir)}",
+            file=sys.stderr,
+        )
+        return runner.interrupted.exit_code
+    return 1 if errors else 0
+
+
+def _resume(args: argparse.Namespace, run_dir: Path) -> int:
+    """`--resume RUN_DIR`: the run's recorded command line, parsed again where it was started (harness.resume)."""
+    from harness.resume import load_state
+
+    given = [p.flag for p in params.PARAMS if p.name != "resume" and _given(args, p)]
+    if given:
+        raise HarnessError(
+            f"--resume takes the configuration recorded in {run_dir}/run.json; drop {', '.join(given)}"
+        )
+    state = load_state(run_dir.resolve())
+    parser = argparse.ArgumentParser(prog="harness run", add_help=False)
+    params.add_arguments(parser)
+    try:
+        recorded = parser.parse_args(state.argv)
+    except SystemExit:
+        raise HarnessError(f"--resume {run_dir}: the recorded command line no longer parses; start a new run") from None
+    back = Path.cwd()
+    try:
+        if state.cwd is not None and state.cwd.is_dir():
+            os.chdir(state.cwd)  # relative --corpus / --models-file paths mean what they meant then
+        config, _command = build_config(recorded)
+        return _finish(Runner(config, resume=state))
+    finally:
+        os.chdir(back)
+
+
+def _given(args: argparse.Namespace, p: params.Param) -> bool:
+    value = getattr(args, p.name, None)
+    return value not in (None, False, [], p.default)
+
+
+def _run_fleet_or_store(config: RunConfig, command: dict[str, object]) -> int:
+    """`--fleet` (harness.fleet: many devices, one run directory) and/or `--db` (ingest at the end)."""
+    if command.get("fleet"):
+        if command.get("dry_run"):
+            raise HarnessError("--dry-run plans a single-machine run; leave out --fleet")
+        from harness.fleet.driver import run_fleet
+        from harness.interrupts import RunInterrupted
+
+        try:
+            run_dir, errors = run_fleet(
+                config, str(command["fleet"]), str(command["devices"]), float(command["retry_window"] or 0.0)
+            )
+        except RunInterrupted as exc:
+            print(f"harness run: interrupted by {exc.signal_name}; rows already written are kept", file=sys.stderr)
+            return exc.exit_code
+    else:
+        run_dir, errors = Runner(config).run()
+    if command.get("db"):
+        from harness.store import ingest
+
+        for line in ingest(Path(str(command["db"])), [run_dir]):
+            print(line)
     print(run_dir)
     return 1 if errors else 0

@@ -9,8 +9,9 @@ INPUT is either
 Output is JSON lines: one per scored row with the results.csv column names (plus "line" and "id", or
 "line", "model", "talk_id", "repeat" for a run directory), then one final line
 {"mean": {...}, "n": ..., "skipped": ...}; for a run directory it also has "by_model": per model and
-metric, the mean over talks with a bootstrap 95% CI. Repeats of one talk are averaged first, because
-they are not independent samples: the CI is over talks.
+metric, the mean over talks with a 95% Student-t CI (harness.results.aggregate, the same aggregation as
+summary_models.csv, compare and report). Repeats of one talk are averaged first, because they are not
+independent samples: the CI is over talks.
 
 A row's language is its own "lang" ("summary_lang" in a run), else --lang, else guessed from its
 references.
@@ -23,7 +24,7 @@ import contextlib
 import json
 import math
 import sys
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from typing import IO, Any
 
 from harness.errors import HarnessError
 from harness.jsonl import read_objects
+from harness.results.layout import SUMMARIES_JSONL
 
 EXPECTED = "a JSON object with prediction and references"
 
@@ -38,7 +40,7 @@ EXPECTED = "a JSON object with prediction and references"
 # rouge-score/nltk (about a second); tests check they equal harness.scoring.TOKENIZERS / LANGS.
 TOKENIZER_CHOICES: tuple[str, ...] = ("auto", "char", "jieba", "porter")
 LANG_CHOICES: tuple[str, ...] = ("zh", "en")
-RUN_FILE = "summaries.jsonl"
+RUN_FILE = SUMMARIES_JSONL
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -66,7 +68,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="auto (default): characters for zh, rouge-score + Porter stemmer for en; "
         "char; jieba (Chinese words); porter (English only)",
     )
-    parser.add_argument("--out", type=Path, metavar="FILE", help="write JSON lines here instead of stdout")
+    parser.add_argument(
+        "--out", type=Path, metavar="FILE.jsonl", help="write JSON lines here (default: standard output)"
+    )
     parser.set_defaults(func=run)
 
 
@@ -118,7 +122,10 @@ def _jsonl_rows(path: Path, default_lang: str | None) -> Iterator[_Row]:
 
 
 def _run_rows(path: Path, default_lang: str | None, skipped: Counter[str]) -> Iterator[_Row]:
-    for lineno, where, obj in read_objects(path, EXPECTED):
+    from harness.results.durable import stderr_warning
+
+    # A run cut off while writing may end in a torn line: skipped with a warning, the rest is scored.
+    for lineno, where, obj in read_objects(path, EXPECTED, torn_tail=stderr_warning):
         status = obj.get("status")
         if status != "ok":
             skipped[str(status)] += 1
@@ -159,18 +166,18 @@ def _means(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, float
 
 
 def _by_model(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, dict[str, Any]]:
-    from harness.scoring import bootstrap_ci
+    import pandas as pd
 
-    talks: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
-    for r in rows:
-        talks[r["model"]][r["talk_id"]].append(r)
+    from harness.results import aggregate
+
+    frame = pd.DataFrame(rows)
+    stats = aggregate.group_metrics(frame, keys)
+    talks = aggregate.talk_means(frame, [])
     out: dict[str, dict[str, Any]] = {}
-    for model in sorted(talks):
-        per_talk = [_means(talk_rows, keys) for talk_rows in talks[model].values()]
-        entry: dict[str, Any] = {"n_talks": len(per_talk), "n_samples": sum(map(len, talks[model].values()))}
-        for key in keys:
-            ci = bootstrap_ci([m[key] for m in per_talk])
-            entry[key] = ci.as_dict()
+    for (model,) in sorted(stats):
+        mine = talks[talks["model"] == model]
+        entry: dict[str, Any] = {"n_talks": len(mine), "n_samples": int(mine["n"].sum())}
+        entry.update({key: stats[(model,)][key].ci.as_dict() for key in keys})
         out[model] = entry
     return out
 
@@ -185,6 +192,19 @@ def _score_all(rows: Iterator[_Row], tokenizer: str, out: IO[str]) -> list[dict[
         out.write(json.dumps({k: _json_value(v) for k, v in record.items()}, ensure_ascii=False) + "\n")
         scored.append(record)
     return scored
+
+
+def _open_out(path: Path) -> IO[str]:
+    """--out FILE, its parent folders created; any OS refusal is a one-line error naming the path."""
+    if path.is_dir():
+        raise HarnessError(f"--out {path} is a directory; give a file name such as {path / 'scores.jsonl'}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path.open("w", encoding="utf-8")
+    except OSError as exc:
+        blocker = next((p for p in reversed(path.parents) if p.is_file()), None)
+        why = f"{blocker} is a file, not a folder" if blocker else exc.strerror or str(exc)
+        raise HarnessError(f"cannot write --out {path}: {why}; choose another path") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -204,9 +224,7 @@ def run(args: argparse.Namespace) -> int:
     skipped: Counter[str] = Counter()
     rows = _run_rows(path / RUN_FILE, args.lang, skipped) if path.is_dir() else _jsonl_rows(path, args.lang)
 
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("w", encoding="utf-8") if args.out else contextlib.nullcontext(sys.stdout) as out:
+    with _open_out(args.out) if args.out else contextlib.nullcontext(sys.stdout) as out:
         scored = _score_all(rows, args.tokenizer, out)
         if not scored:
             what = "rows with status ok" if path.is_dir() else "lines"

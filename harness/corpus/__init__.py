@@ -7,10 +7,14 @@ JSONL schema, one talk per line:
 
 `references` are in the talk's own language `lang`; `references_by_lang` holds references in other
 languages, so a run that asks for English summaries of Chinese talks can still be scored.
+
+Built-in corpora are named (`--corpus talks`, the default; `--corpus summit-reports`, the two whole seed
+reports as long documents); anything else given to `--corpus` is a JSONL file.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -19,7 +23,9 @@ from typing import Any
 from harness.errors import HarnessError
 from harness.jsonl import read_objects
 
-BUILTIN_CORPUS = "summit"
+BUILTIN_CORPUS = "talks"
+# name -> file in data/; both derived from the seed articles by `harness corpus derive`.
+BUILTIN_CORPORA: dict[str, str] = {"talks": "talks.jsonl", "summit-reports": "summit-reports.jsonl"}
 
 
 @dataclass(frozen=True)
@@ -40,8 +46,31 @@ class Talk:
         return self.references_by_lang.get(lang, ())
 
 
-def builtin_corpus_path() -> Path:
-    return Path(str(resources.files("harness.corpus") / "data" / "talks.jsonl"))
+def builtin_corpus_path(name: str = BUILTIN_CORPUS) -> Path:
+    return Path(str(resources.files("harness.corpus") / "data" / BUILTIN_CORPORA[name]))
+
+
+def builtin_name(source: str | Path | None) -> str | None:
+    """The built-in corpus `source` names (None = the default), or None when it is a file path. A name wins
+    only when no file of that name exists, so `--corpus ./talks` still reads a local file."""
+    if source is None:
+        return BUILTIN_CORPUS
+    text = str(source)
+    if text in BUILTIN_CORPORA and not Path(text).is_file():
+        return text
+    return None
+
+
+def corpus_path(source: str | Path | None) -> Path:
+    """The JSONL file behind `--corpus` (a built-in name or a path)."""
+    name = builtin_name(source)
+    return builtin_corpus_path(name) if name else Path(source)  # type: ignore[arg-type]
+
+
+def corpus_label(source: str | Path | None) -> str:
+    """How run.json names the corpus: `builtin:talks`, `builtin:summit-reports` or the path given."""
+    name = builtin_name(source)
+    return f"builtin:{name}" if name else str(source)
 
 
 def detect_lang(text: str) -> str:
@@ -62,8 +91,16 @@ def _parse_line(obj: dict[str, Any], where: str) -> Talk:
     if lang not in ("zh", "en"):
         raise HarnessError(f'{where}: "lang" must be "zh" or "en", got "{lang}"')
     by_lang_raw = obj.get("references_by_lang") or {}
+    shape = '"references_by_lang" must map "zh"/"en" to a non-empty list of strings, e.g. {"en": ["..."]}'
     if not isinstance(by_lang_raw, dict):
-        raise HarnessError(f'{where}: "references_by_lang" must map a language to a list of strings')
+        raise HarnessError(f"{where}: {shape}")
+    for key, value in by_lang_raw.items():
+        if key not in ("zh", "en"):
+            raise HarnessError(f'{where}: {shape}; got the key "{key}"')
+        # A bare string would iterate into one-character "references": refuse it rather than score against it.
+        if not isinstance(value, list) or not value or not all(isinstance(r, str) and r.strip() for r in value):
+            got = json.dumps(value, ensure_ascii=False)[:40]
+            raise HarnessError(f'{where}: {shape}; "{key}" holds {type(value).__name__} {got}')
     by_lang = {k: tuple(v) for k, v in by_lang_raw.items()}
     return Talk(
         id=obj["id"],
@@ -77,11 +114,12 @@ def _parse_line(obj: dict[str, Any], where: str) -> Talk:
     )
 
 
-def load_corpus(path: Path | None = None) -> list[Talk]:
-    """Load talks from `path` (JSONL), or the built-in summit corpus when `path` is None."""
-    source = path or builtin_corpus_path()
+def load_corpus(path: str | Path | None = None) -> list[Talk]:
+    """Load talks (documents) from a built-in corpus name or a JSONL path; the talks corpus when None."""
+    source = corpus_path(path)
     if not source.is_file():
-        raise HarnessError(f"corpus file not found: {source}; pass --corpus FILE.jsonl")
+        names = ", ".join(BUILTIN_CORPORA)
+        raise HarnessError(f"corpus file not found: {source}; pass --corpus FILE.jsonl or a built-in name ({names})")
     talks: list[Talk] = []
     seen: set[str] = set()
     for _, where, obj in read_objects(source, "a JSON object with id, text, references"):

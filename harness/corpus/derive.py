@@ -1,4 +1,5 @@
-"""Derive the built-in talk corpus (`data/talks.jsonl`, `data/context.jsonl`) from the seed articles.
+"""Derive the built-in corpora from the seed articles: the talks (`data/talks.jsonl`, `data/context.jsonl`)
+and the whole reports (`data/summit-reports.jsonl`).
 
 The seeds are two Chinese news articles about one AIGC summit. They overlap (the second repeats the
 talks of the first and adds two more), headlines are sometimes glued to the previous sentence with no
@@ -9,6 +10,12 @@ computed: each headline is located in each file, a talk's text runs from the end
 the next headline (or end of file), text before the first headline is non-talk context, and the copies
 of a talk found in several files are compared and merged. Reference summaries are hand-written in
 `data/references.yaml` and attached by talk id.
+
+The `summit-reports` corpus keeps each seed article whole, as one long document (they are 2.2k and 3.9k
+characters, beyond the talks' 0.5-0.8k): the article's text unchanged except that every headline, the
+summit intro and the section header become paragraphs of their own (the articles glue them to the
+neighbouring sentence), so a long-document strategy can split on paragraph boundaries. Which seed file is
+which report is tabled (`REPORT_TABLE`); the references are in `data/summit-reports.references.yaml`.
 
 Run `python -m harness corpus derive` to regenerate, `--check` to verify the shipped files.
 """
@@ -24,13 +31,14 @@ from typing import Any
 
 import yaml
 
-from harness.errors import HarnessError
-from harness.registry import unknown
+from harness.errors import HarnessError, unknown
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 TALKS_FILE = DATA_DIR / "talks.jsonl"
 CONTEXT_FILE = DATA_DIR / "context.jsonl"
 REFERENCES_FILE = DATA_DIR / "references.yaml"
+REPORTS_FILE = DATA_DIR / "summit-reports.jsonl"
+REPORT_REFERENCES_FILE = DATA_DIR / "summit-reports.references.yaml"
 # Relative to the current directory, which is the repo root when run from a checkout.
 DEFAULT_SEEDS = Path("..") / "shared" / "seeds"
 SEED_GLOB = "*.txt"
@@ -67,6 +75,19 @@ TALK_TABLE: tuple[TalkMeta, ...] = (
         "高通万卫星：具有异构计算系统的高通AI引擎可以充分满足生成式AI的多样性要求",
     ),
     TalkMeta("ant-codefuse", "李建国", "蚂蚁集团", "蚂蚁李建国：超70%代码问题单纯靠基座模型是解决不了的"),
+)
+
+
+@dataclass(frozen=True)
+class ReportMeta:
+    file: str  # seed file name
+    id: str
+    title: str  # a description: the articles have no headline of their own in the seed text
+
+
+REPORT_TABLE: tuple[ReportMeta, ...] = (
+    ReportMeta("000_90d166baeb45be4e.txt", "report-qwen-qualcomm-ant", "AIGC产业峰会报道：阿里、高通、蚂蚁三场演讲"),
+    ReportMeta("001_0479221b74e2f0e0.txt", "report-model-layer", "AIGC产业峰会梳理：开场与模型层五场演讲"),
 )
 
 
@@ -278,6 +299,54 @@ def derive(seeds_dir: Path, references_path: Path = REFERENCES_FILE) -> Derivati
     return Derivation(talks, context, notes)
 
 
+def report_paragraphs(text: str, source: str) -> list[str]:
+    """The article as paragraphs: intro, section header, then per talk its headline, its text and any
+    header after it; the article's own line breaks are kept inside these."""
+    heads = _find_headlines(text, source)
+    if not heads:
+        return [p.strip() for p in text.splitlines() if p.strip()]
+    intro, section = split_trailing_header(text[: heads[0][0]])
+    paragraphs = [intro, section]
+    for i, (pos, meta) in enumerate(heads):
+        end = heads[i + 1][0] if i + 1 < len(heads) else len(text)
+        body, header = split_trailing_header(text[pos + len(meta.title) : end])
+        paragraphs += [meta.title, body, header]
+    # Inner newlines of the article stay paragraph breaks; empty pieces go.
+    return [line.strip() for p in paragraphs for line in p.splitlines() if line.strip()]
+
+
+def derive_reports(
+    seeds_dir: Path, references_path: Path = REPORT_REFERENCES_FILE
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """(reports, notes): one document per seed article in REPORT_TABLE, with its references attached.
+    A tabled article missing from `seeds_dir` is left out with a note (a `--check` then fails)."""
+    if not seeds_dir.is_dir():
+        raise HarnessError(f"seeds directory not found: {seeds_dir}; pass --seeds DIR")
+    present = [m for m in REPORT_TABLE if (seeds_dir / m.file).is_file()]
+    notes = [f"report {m.id}: seed file {m.file} not in {seeds_dir}; left out" for m in REPORT_TABLE]
+    notes = [n for n, m in zip(notes, REPORT_TABLE, strict=True) if m not in present]
+    if not present:
+        return [], notes
+    refs = load_references(references_path, [m.id for m in present])
+    reports: list[dict[str, Any]] = []
+    for meta in present:
+        text = (seeds_dir / meta.file).read_text(encoding="utf-8")
+        report_refs = refs[meta.id]
+        reports.append(
+            {
+                "id": meta.id,
+                "title": meta.title,
+                "lang": LANG,
+                "text": "\n".join(report_paragraphs(text, meta.file)),
+                "references": report_refs[LANG],
+                "references_by_lang": {lang: r for lang, r in sorted(report_refs.items()) if lang != LANG},
+                "talks": [m.id for _, m in _find_headlines(text, meta.file)],
+                "source_files": [meta.file],
+            }
+        )
+    return reports, notes
+
+
 def derive_corpus(seeds_dir: Path, references_path: Path = REFERENCES_FILE) -> tuple[list[dict], list[dict]]:
     """(talks, context) derived from the seed articles and the hand-written references."""
     result = derive(seeds_dir, references_path)
@@ -300,14 +369,31 @@ def context_path_for(talks_path: Path) -> Path:
     return talks_path.with_name(CONTEXT_FILE.name)
 
 
-def write_corpus(
-    seeds_dir: Path, out: Path = TALKS_FILE, references_path: Path = REFERENCES_FILE
-) -> tuple[list[Path], list[str]]:
-    """Write talks.jsonl to `out` and context.jsonl beside it; return (paths written, notes)."""
+def reports_path_for(talks_path: Path) -> Path:
+    """summit-reports.jsonl lives beside talks.jsonl."""
+    return talks_path.with_name(REPORTS_FILE.name)
+
+
+def _rendered_files(
+    seeds_dir: Path, out: Path, references_path: Path, report_references: Path
+) -> tuple[list[tuple[Path, str]], list[str]]:
     talks_text, context_text, notes = render(seeds_dir, references_path)
+    reports, report_notes = derive_reports(seeds_dir, report_references)
+    files = [(out, talks_text), (context_path_for(out), context_text), (reports_path_for(out), to_jsonl(reports))]
+    return files, notes + report_notes
+
+
+def write_corpus(
+    seeds_dir: Path,
+    out: Path = TALKS_FILE,
+    references_path: Path = REFERENCES_FILE,
+    report_references: Path = REPORT_REFERENCES_FILE,
+) -> tuple[list[Path], list[str]]:
+    """Write talks.jsonl to `out`, context.jsonl and summit-reports.jsonl beside it; return (paths, notes)."""
+    files, notes = _rendered_files(seeds_dir, out, references_path, report_references)
     out.parent.mkdir(parents=True, exist_ok=True)
     written = []
-    for path, text in ((out, talks_text), (context_path_for(out), context_text)):
+    for path, text in files:
         with path.open("w", encoding="utf-8", newline="\n") as fh:
             fh.write(text)
         written.append(path)
@@ -315,15 +401,14 @@ def write_corpus(
 
 
 def check_corpus(
-    seeds_dir: Path, out: Path = TALKS_FILE, references_path: Path = REFERENCES_FILE
+    seeds_dir: Path,
+    out: Path = TALKS_FILE,
+    references_path: Path = REFERENCES_FILE,
+    report_references: Path = REPORT_REFERENCES_FILE,
 ) -> list[Path]:
     """The files at `out` (and beside it) that differ from a fresh derivation; empty when up to date."""
-    talks_text, context_text, _ = render(seeds_dir, references_path)
-    stale = []
-    for path, text in ((out, talks_text), (context_path_for(out), context_text)):
-        if not path.is_file() or path.read_text(encoding="utf-8") != text:
-            stale.append(path)
-    return stale
+    files, _ = _rendered_files(seeds_dir, out, references_path, report_references)
+    return [path for path, text in files if not path.is_file() or path.read_text(encoding="utf-8") != text]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,6 +18,7 @@ import threading
 import time
 from typing import Protocol
 
+from harness.interrupts import signals_deferred
 from harness.launchers.protocol import FromWorker, Stop, ToWorker
 from harness.launchers.worker import WorkerJob, worker_main
 
@@ -55,7 +56,10 @@ class ProcessLauncher:
         return self.process.pid
 
     def start(self) -> None:
-        self.process.start()
+        # The worker inherits a signal mask with SIGINT/SIGTERM blocked, so a Ctrl-C during its start-up
+        # cannot kill it with a KeyboardInterrupt traceback before it has set its own handling (worker_main).
+        with signals_deferred():
+            self.process.start()
         self._child.close()  # the parent keeps only its end, so EOF is seen when the worker dies
 
     def send(self, msg: ToWorker) -> None:

@@ -9,6 +9,7 @@ one; the runner decides what to do with the samples that remain.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,7 @@ from harness.launchers.protocol import (
     WarmedUp,
     Warmup,
 )
+from harness.launchers.watchdog import overran, timeout_message
 from harness.launchers.worker import WorkerJob
 from harness.scenarios.base import SampleResult, SampleSpec
 from harness.trackers.base import Tracker, TrackerReport
@@ -69,13 +71,17 @@ class WorkerSession:
         trackers: list[Tracker],
         launcher_factory: LauncherFactory = process_launcher,
         load_timeout_s: float | None = None,
+        watch_pid: int | None = None,
     ) -> None:
         self.job = job
         self.trackers = trackers
         self.launcher = launcher_factory(job)
         self.load_timeout_s = load_timeout_s
         self.info = SessionInfo()
+        # The process the trackers watch: the worker, or the server it drives (harness run --via).
+        self.watch_pid = watch_pid
         self.dead: str | None = None  # why the worker is gone, once it is
+        self.timed_out: str | None = None  # set (to the row's message) when the watchdog killed it
 
     @property
     def pid(self) -> int:
@@ -106,16 +112,23 @@ class WorkerSession:
             return SampleOutcome(spec, None, self.dead)
         self._window_start("sample")
         self.launcher.send(RunSample(spec))
+        t0 = time.monotonic()
         try:
             msg = self.launcher.recv(timeout_s)
         except TimeoutError:
             self.launcher.kill()
             self._window_stop(None)
-            self.dead = f"timeout after {timeout_s:g} s"
+            self.dead = self.timed_out = timeout_message(timeout_s or 0.0)
             return SampleOutcome(spec, None, self.dead)
         except WorkerDied as exc:
             self._window_stop(None)
             self.dead = str(exc)
+            return SampleOutcome(spec, None, self.dead)
+        if isinstance(msg, SampleDone) and overran(timeout_s, time.monotonic() - t0, msg.result.latency.e2e_s):
+            # A stalled worker that recovered: its figures would be fiction, and it may stall again.
+            self.launcher.kill()
+            self._window_stop(None)
+            self.dead = self.timed_out = timeout_message(timeout_s or 0.0)
             return SampleOutcome(spec, None, self.dead)
         if isinstance(msg, SampleDone):
             return SampleOutcome(spec, msg.result, "", self._window_stop(msg.result))
@@ -154,7 +167,7 @@ class WorkerSession:
 
     def _window_start(self, phase: str) -> None:
         for tracker in self.trackers:
-            tracker.start(self.pid, phase)  # type: ignore[arg-type]
+            tracker.start(self.watch_pid or self.pid, phase)  # type: ignore[arg-type]
 
     def _window_stop(self, result: SampleResult | None) -> dict[str, Any]:
         columns: dict[str, Any] = {}

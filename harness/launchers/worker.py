@@ -9,8 +9,11 @@ Timing happens here, in the thread that drives the engine; memory is observed fr
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import multiprocessing as mp
 import os
 import signal
+import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -37,6 +40,8 @@ from harness.prompts import PromptTemplate
 from harness.scenarios import scenario_class
 from harness.scenarios.base import Scenario
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
 
 @dataclass(frozen=True)
 class WorkerJob:
@@ -60,9 +65,16 @@ def one_line(exc: BaseException) -> str:
 
 def worker_main(conn: Connection, job: WorkerJob, in_process: bool = False) -> None:
     if not in_process:
-        # Ctrl-C reaches the whole process group; the parent decides what happens, the worker must not
-        # die with a KeyboardInterrupt traceback in the middle of a sample.
+        # Ctrl-C (and systemd's SIGTERM) reach the whole process group; the parent decides what happens
+        # -- it kills this worker at once -- and the worker must not die with a KeyboardInterrupt
+        # traceback, or be counted as a crashed sample, in the middle of one. The parent started us with
+        # both signals blocked (ProcessLauncher.start), so one that arrived during start-up is pending:
+        # ignore them first, then unblock (the pending one is discarded).
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if hasattr(signal, "pthread_sigmask"):
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+        die_with_parent()
         os.environ.update(job.env)
     try:
         _serve(conn, job)
@@ -73,6 +85,20 @@ def worker_main(conn: Connection, job: WorkerJob, in_process: bool = False) -> N
             conn.send(Fatal(one_line(exc), traceback.format_exc()))
     finally:
         conn.close()
+
+
+def die_with_parent() -> None:
+    """Linux: have the kernel SIGKILL this worker when the parent dies (prctl PR_SET_PDEATHSIG), so a
+    killed parent leaves no orphan finishing a sample nobody will read. Elsewhere the worker notices
+    the closed pipe at its next message and exits quietly."""
+    if not sys.platform.startswith("linux"):
+        return
+    parent = mp.parent_process()
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if parent is not None and os.getppid() != parent.pid:
+        os._exit(0)  # the parent died before prctl took effect
 
 
 def _serve(conn: Connection, job: WorkerJob) -> None:

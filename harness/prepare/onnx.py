@@ -41,10 +41,11 @@ from pathlib import Path
 from typing import Any
 
 from harness import __version__
-from harness.errors import HarnessError
+from harness.backends.llama_cpp import LlamaCppBackend
+from harness.backends.onnx_genai import OnnxGenaiBackend
+from harness.errors import HarnessError, suggest
 from harness.models.registry import ModelEntry, load_models, register_model
 from harness.prepare import onnx_model_id
-from harness.registry import suggest
 
 PRECISIONS = ("int4", "int8", "fp16", "fp32")
 BUILD_PROVIDERS = ("cpu", "cuda", "dml", "webgpu")
@@ -354,9 +355,10 @@ def prepare_onnx(request: PrepareRequest, echo: Echo = print) -> ModelEntry:
             f'unknown model "{request.model_id}".{suggest(request.model_id, entries)} Give a GGUF model id '
             f"from `harness models` or a Hugging Face hub id (owner/name)"
         )
-    if base is not None and base.backend != "llama_cpp":
+    if base is not None and base.backend != LlamaCppBackend.name:
         raise HarnessError(
-            f'model "{base.id}" is already a {base.backend} model; prepare a GGUF (llama_cpp) entry instead'
+            f'model "{base.id}" is already a {base.backend} model; '
+            f"prepare a GGUF ({LlamaCppBackend.name}) entry instead"
         )
     if base is None and request.offline:
         raise HarnessError(
@@ -469,7 +471,7 @@ def prepare_onnx(request: PrepareRequest, echo: Echo = print) -> ModelEntry:
         entry = ModelEntry.model_validate(
             {
                 "id": new_id,
-                "backend": "onnx",
+                "backend": OnnxGenaiBackend.name,
                 "source": {"kind": "onnx_dir", "path": str(final_dir)},
                 "quant": request.precision.upper(),
                 "n_ctx": n_ctx,

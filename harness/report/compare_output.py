@@ -1,8 +1,8 @@
 """Render a set of comparisons as a terminal table (rich), Markdown, CSV or JSON.
 
-Table and Markdown carry the like-for-like warning at the top, notes, the per-model tables and a footer
-naming the test. CSV and JSON are the same rows as flat records on stdout; their warnings and notes go to
-stderr so the data stays machine-readable.
+Table and Markdown carry the like-for-like warning at the top, the code differences, notes, the per-model
+tables and a footer naming the tests and the correction. CSV and JSON are the same rows as flat records on
+stdout (each naming its test); their warnings and notes go to stderr so the data stays machine-readable.
 """
 
 from __future__ import annotations
@@ -20,20 +20,30 @@ from rich.table import Table
 from rich.text import Text
 
 from harness.report.compare import (
+    CORRECTION,
     IMPROVED,
+    NOT_COMPARABLE,
     REGRESSION,
-    TEST_NAME,
+    TEST_NAMES,
+    TEST_PAIRED,
+    TEST_WELCH,
     Comparison,
     MetricRow,
     compare_runs,
     environment_mismatches,
+    judge,
+    nothing_comparable,
     run_notes,
     verdict,
+    version_differences,
 )
 from harness.report.load import Run
+from harness.scoring.stats import CI_METHOD
 
 WARNING_TITLE = "WARNING: runs are not like-for-like"
+VERSIONS_TITLE = "code differs (what a comparison usually tests; not a reason to distrust it):"
 FORMATS = ("table", "md", "csv", "json")
+_SHORT_TEST = {TEST_PAIRED: "paired t", TEST_WELCH: "Welch", "": "-"}
 
 
 @dataclass
@@ -41,7 +51,9 @@ class CompareResult:
     comparisons: list[Comparison]
     alpha: float
     threshold_pct: float
+    force: bool = False
     mismatches: list[tuple[str, list[str]]] = field(default_factory=list)  # (heading, lines)
+    versions: list[tuple[str, list[str]]] = field(default_factory=list)  # (heading, lines)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -52,34 +64,76 @@ class CompareResult:
     def regressions(self) -> list[MetricRow]:
         return [r for c in self.comparisons for r in c.regressions]
 
+    @property
+    def n_tests(self) -> int:
+        return sum(len(c.tested) for c in self.comparisons)
+
+    def warning_lines(self) -> list[str]:
+        if not self.mismatches:
+            return []
+        if self.force:
+            return [f"{WARNING_TITLE} (--force: verdicts judged anyway)"]
+        return [f'{WARNING_TITLE}: verdicts shown as "{NOT_COMPARABLE}" (--force judges them anyway)']
+
     def footer(self) -> str:
+        thr = f"{self.threshold_pct:g} %"
         return (
-            f"Values: mean over repeats per model x talk, then over the talks both runs have. "
-            f"change = (new - baseline) / |baseline|. p: {TEST_NAME} on the per-sample values of those "
-            f"matched talks; significant when p < {self.alpha:g}; n/a when a side has fewer than 2 samples. "
-            f"{REGRESSION} = worse by more than {self.threshold_pct:g} % and significant; "
-            f"{IMPROVED} = better by more than {self.threshold_pct:g} % and significant."
+            "Values: mean over repeats per model x talk, then over the talks both runs have. "
+            f"change: mean over those talks of (new / baseline - 1), with a 95 % {CI_METHOD} interval. "
+            f"Tests: paired t = {TEST_NAMES[TEST_PAIRED]}; Welch = {TEST_NAMES[TEST_WELCH]}. "
+            "Deterministic metrics (ROUGE, token counts) are one value per talk. "
+            f"p Holm: {CORRECTION} over the {self.n_tests} test(s) the gate considers; significant when "
+            f"p Holm < {self.alpha:g}. {REGRESSION} = worse by more than {thr} and significant; "
+            f"{IMPROVED} = better by more than {thr} and significant; n/a = no test (see note)."
         )
 
 
 def build(
-    runs: Sequence[Run], metrics: Sequence[str], *, alpha: float, threshold_pct: float
+    runs: Sequence[Run], metrics: Sequence[str], *, alpha: float, threshold_pct: float, force: bool = False
 ) -> CompareResult:
     baseline, others = runs[0], runs[1:]
-    result = CompareResult(comparisons=[], alpha=alpha, threshold_pct=threshold_pct)
+    result = CompareResult(comparisons=[], alpha=alpha, threshold_pct=threshold_pct, force=force)
     result.notes.extend(run_notes(runs))
     for other in others:
-        comp = compare_runs(baseline, other, metrics, alpha=alpha, threshold_pct=threshold_pct)
+        comp = compare_runs(baseline, other, metrics)
+        heading = f"{other.label} vs baseline {baseline.label}"
+        comp.mismatches = environment_mismatches(baseline, other)
+        comp.versions = version_differences(baseline, other)
+        comp.comparable = force or not comp.mismatches
         result.comparisons.append(comp)
-        lines = environment_mismatches(baseline, other)
-        if lines:
-            result.mismatches.append((f"{other.label} vs baseline {baseline.label}", lines))
+        if comp.mismatches:
+            result.mismatches.append((heading, comp.mismatches))
+        if comp.versions:
+            result.versions.append((heading, comp.versions))
         if comp.only_baseline:
             result.notes.append(f"only in {baseline.label} (not compared): {', '.join(comp.only_baseline)}")
         if comp.only_other:
             result.notes.append(f"only in {other.label} (not compared): {', '.join(comp.only_other)}")
         result.notes.extend(comp.notes)
+    judge(result.comparisons, alpha, threshold_pct)
     return result
+
+
+# --- the gate ------------------------------------------------------------------------------------
+
+
+def regression_lines(result: CompareResult, threshold_pct: float | None = None) -> list[str]:
+    """One line per regression; `threshold_pct` re-judges the rows against another threshold."""
+    thr = result.threshold_pct if threshold_pct is None else threshold_pct
+    return [
+        f"regression: {r.model_label} {r.metric} {fmt_change(r.change_pct)} "
+        f"(p Holm{_p_eq(r.p_holm)}, {r.test}, {r.better} is better) in {r.run} vs {r.baseline_run}"
+        for c in result.comparisons
+        if c.comparable
+        for r in c.rows
+        if verdict(r.better, r.change_pct, r.p_holm, result.alpha, thr) == REGRESSION
+    ]
+
+
+def nothing_comparable_line(result: CompareResult) -> str | None:
+    """One line naming why the gate could judge nothing, for every run where it could not; None else."""
+    reasons = [why for comp in result.comparisons if (why := nothing_comparable(comp))]
+    return "nothing comparable: " + "; ".join(reasons) if reasons else None
 
 
 # --- number formatting ---------------------------------------------------------------------------
@@ -102,6 +156,10 @@ def fmt_change(c: float | None) -> str:
     return "n/a" if c is None else f"{c:+.1f}%"
 
 
+def fmt_ci(lo: float | None, hi: float | None) -> str:
+    return "-" if lo is None or hi is None else f"[{lo:+.1f}, {hi:+.1f}]"
+
+
 def fmt_p(p: float | None) -> str:
     if p is None:
         return "n/a"
@@ -113,6 +171,10 @@ def _p_eq(p: float | None) -> str:
     return text if text.startswith("<") else f"={text}"
 
 
+HEADERS = ("metric", "better", "baseline", "new", "change", "95% CI", "test", "p", "p Holm", "talks", "verdict")
+_NUMERIC = range(2, 10)  # right-aligned columns
+
+
 def _cells(r: MetricRow) -> list[str]:
     return [
         r.metric,
@@ -120,13 +182,13 @@ def _cells(r: MetricRow) -> list[str]:
         fmt_value(r.baseline),
         fmt_value(r.new),
         fmt_change(r.change_pct),
+        fmt_ci(r.change_ci_lo, r.change_ci_hi),
+        _SHORT_TEST.get(r.test, r.test),
         fmt_p(r.p_value),
-        f"{r.n_baseline}/{r.n_new}",
-        r.verdict,
+        fmt_p(r.p_holm),
+        str(r.talks),
+        r.verdict + (f" ({r.note})" if r.note and r.verdict in ("n/a", NOT_COMPARABLE, "ok") else ""),
     ]
-
-
-HEADERS = ("metric", "better", "baseline", "new", "change", "p", "n base/new", "verdict")
 
 
 def _groups(result: CompareResult) -> list[tuple[str, list[MetricRow]]]:
@@ -140,44 +202,42 @@ def _groups(result: CompareResult) -> list[tuple[str, list[MetricRow]]]:
     return out
 
 
-def regression_lines(result: CompareResult, threshold_pct: float | None = None) -> list[str]:
-    """One line per regression; `threshold_pct` re-judges the rows against another threshold."""
-    thr = result.threshold_pct if threshold_pct is None else threshold_pct
-    return [
-        f"regression: {r.model_label} {r.metric} {fmt_change(r.change_pct)} "
-        f"(p{_p_eq(r.p_value)}, {r.better} is better) in {r.run} vs {r.baseline_run}"
-        for r in result.rows
-        if verdict(r.better, r.change_pct, r.p_value, result.alpha, thr) == REGRESSION
-    ]
-
-
 # --- renderers -----------------------------------------------------------------------------------
 
 
 def render_table(result: CompareResult, console: Console) -> None:
+    def say(text: str, style: str | None = None) -> None:
+        console.print(text, style=style, markup=False, highlight=False)
+
     if result.mismatches:
-        console.print(WARNING_TITLE, style="bold yellow", markup=False, highlight=False)
+        for line in result.warning_lines():
+            say(line, "bold yellow")
         for heading, lines in result.mismatches:
-            console.print(f"  {heading}:", style="yellow", markup=False, highlight=False)
+            say(f"  {heading}:", "yellow")
             for line in lines:
-                console.print(f"    - {line}", style="yellow", markup=False, highlight=False)
+                say(f"    - {line}", "yellow")
+        console.print()
+    if result.versions:
+        say(VERSIONS_TITLE)
+        for heading, lines in result.versions:
+            say(f"  {heading}: " + "; ".join(lines))
         console.print()
     for note in result.notes:
-        console.print(f"note: {note}", markup=False, highlight=False)
+        say(f"note: {note}")
     if result.notes:
         console.print()
     if not result.rows:
-        console.print("No model is present in both runs: nothing to compare.", markup=False)
+        say("No model is present in both runs: nothing to compare.")
     for title, rows in _groups(result):
         # Text(), not str: model ids and providers may contain [brackets] that rich would eat as markup.
         table = Table(title=Text(title, style="bold"), title_justify="left", highlight=False)
         for i, h in enumerate(HEADERS):
-            table.add_column(h, justify="right" if 2 <= i <= 6 else "left", no_wrap=i == 0)
+            table.add_column(h, justify="right" if i in _NUMERIC else "left", no_wrap=i == 0)
         for r in rows:
             style = "bold red" if r.verdict == REGRESSION else ("green" if r.verdict == IMPROVED else None)
             table.add_row(*(Text(c) for c in _cells(r)), style=style)
         console.print(table)
-    console.print(result.footer(), markup=False, highlight=False, style="dim")
+    say(result.footer(), "dim")
 
 
 def _md_escape(text: str) -> str:
@@ -187,10 +247,14 @@ def _md_escape(text: str) -> str:
 def render_md(result: CompareResult) -> str:
     out: list[str] = ["# harness compare", ""]
     if result.mismatches:
-        out += [f"> **{WARNING_TITLE}**", ">"]
+        out += [f"> **{_md_escape(line)}**" for line in result.warning_lines()] + [">"]
         for heading, lines in result.mismatches:
             out.append(f"> {_md_escape(heading)}:")
             out += [f"> - {_md_escape(line)}" for line in lines]
+        out.append("")
+    if result.versions:
+        out += [VERSIONS_TITLE, ""]
+        out += [f"- {_md_escape(h)}: {_md_escape('; '.join(ls))}" for h, ls in result.versions]
         out.append("")
     if result.notes:
         out += [f"- {_md_escape(n)}" for n in result.notes]
@@ -198,7 +262,7 @@ def render_md(result: CompareResult) -> str:
     for title, rows in _groups(result):
         out += [f"## {_md_escape(title)}", ""]
         out.append("| " + " | ".join(HEADERS) + " |")
-        out.append("|" + "|".join("---:" if 2 <= i <= 6 else "---" for i in range(len(HEADERS))) + "|")
+        out.append("|" + "|".join("---:" if i in _NUMERIC else "---" for i in range(len(HEADERS))) + "|")
         for r in rows:
             cells = [_md_escape(c) for c in _cells(r)]
             if r.verdict == REGRESSION:
@@ -211,13 +275,15 @@ def render_md(result: CompareResult) -> str:
 
 def records(result: CompareResult) -> list[dict[str, Any]]:
     recs = []
-    for r in result.rows:
-        rec = r.record()
-        rec["significant"] = None if r.p_value is None else r.p_value < result.alpha
-        for k, v in rec.items():
-            if isinstance(v, float) and not math.isfinite(v):
-                rec[k] = None  # JSON has no NaN/inf
-        recs.append(rec)
+    for comp in result.comparisons:
+        for r in comp.rows:
+            rec = r.record()
+            rec["significant"] = None if r.p_holm is None else r.p_holm < result.alpha
+            rec["comparable"] = comp.comparable
+            for k, v in rec.items():
+                if isinstance(v, float) and not math.isfinite(v):
+                    rec[k] = None  # JSON has no NaN/inf
+            recs.append(rec)
     return recs
 
 
@@ -227,19 +293,20 @@ def render_json(result: CompareResult) -> str:
 
 def render_csv(result: CompareResult) -> str:
     buf = io.StringIO()
-    columns = [*MetricRow.__dataclass_fields__, "significant"]
+    columns = [*MetricRow.__dataclass_fields__, "significant", "comparable"]
     pd.DataFrame(records(result), columns=columns).to_csv(buf, index=False)
     return buf.getvalue()
 
 
 def side_text(result: CompareResult) -> str:
-    """Warnings, notes and footer as plain text (stderr for csv/json)."""
-    lines: list[str] = []
-    if result.mismatches:
-        lines.append(WARNING_TITLE)
-        for heading, ls in result.mismatches:
-            lines.append(f"  {heading}:")
-            lines += [f"    - {line}" for line in ls]
+    """Warnings, code differences, notes and footer as plain text (stderr for csv/json)."""
+    lines: list[str] = list(result.warning_lines())
+    for heading, ls in result.mismatches:
+        lines.append(f"  {heading}:")
+        lines += [f"    - {line}" for line in ls]
+    if result.versions:
+        lines.append(VERSIONS_TITLE)
+        lines += [f"  {h}: " + "; ".join(ls) for h, ls in result.versions]
     lines += [f"note: {n}" for n in result.notes]
     lines.append(result.footer())
     return "\n".join(lines) + "\n"

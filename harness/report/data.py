@@ -2,49 +2,51 @@
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Sequence
+import shlex
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from harness.report.compare import mean_of_talk_means
 from harness.report.load import Run, column_values, norm
+from harness.results import aggregate
+from harness.results.record import Environment, RunRecord
+from harness.results.schema import SPECS, view
+from harness.scoring.signals import MOSTLY_DEGENERATE, is_degenerate
 
-# Summary-table columns: (column, heading). Means are over repeats per talk, then over talks.
-SUMMARY_METRICS: tuple[tuple[str, str], ...] = (
-    ("ttft_s", "TTFT s"),
-    ("prefill_tok_s", "prefill tok/s"),
-    ("decode_tok_s", "decode tok/s"),
-    ("e2e_s", "e2e s"),
-    ("peak_rss_mb", "peak RSS MiB"),
-    ("itl_p50_ms", "ITL p50 ms"),
-    ("rouge1_f", "ROUGE-1 F"),
-    ("rouge2_f", "ROUGE-2 F"),
-    ("rougeL_f", "ROUGE-L F"),
+# Summary-table columns: (column, heading), the schema's "report" view, measurements before quality scores.
+# Means are over repeats per talk, then over talks (harness.results.aggregate).
+SUMMARY_METRICS: tuple[tuple[str, str], ...] = tuple(
+    (m, SPECS[m].heading) for m in sorted(view("report"), key=lambda m: SPECS[m].deterministic)
 )
 
 
-def _series_labeller(runs: Sequence[Run]) -> dict[tuple[str, str, str], str]:
-    """(run, model, provider) -> display label: the model, plus provider/run only where needed."""
-    keys: list[tuple[str, str, str]] = []
+def _column(df: pd.DataFrame, name: str) -> pd.Series:
+    return df[name].fillna("").astype(str) if name in df else pd.Series("", index=df.index)
+
+
+def _series_labeller(runs: Sequence[Run]) -> dict[tuple[str, str, str, str], str]:
+    """(run, model, provider, sweep) -> display label: the model, plus provider, config (the swept
+    settings, e.g. `threads=2`) and run only where needed."""
+    keys: list[tuple[str, str, str, str]] = []
     for run in runs:
         df = run.results
-        providers = (
-            df["provider"].fillna("").astype(str) if "provider" in df else pd.Series("", index=df.index)
-        )
-        for model, provider in dict.fromkeys(zip(df["model"].astype(str), providers, strict=True)):
-            keys.append((run.label, model, provider))
-    per_model = Counter((r, m) for r, m, _ in keys)
-    labels: dict[tuple[str, str, str], str] = {}
-    for run_label, model, provider in keys:
+        rows = zip(df["model"].astype(str), _column(df, "provider"), _column(df, "sweep"), strict=True)
+        for model, provider, sweep in dict.fromkeys(rows):
+            keys.append((run.label, model, provider, sweep))
+    providers = {(r, m): {p for r2, m2, p, _ in keys if (r2, m2) == (r, m)} for r, m, _, _ in keys}
+    labels: dict[tuple[str, str, str, str], str] = {}
+    for run_label, model, provider, sweep in keys:
         label = model
-        if per_model[(run_label, model)] > 1 and provider:
+        if len(providers[(run_label, model)]) > 1 and provider:
             label += f" [{provider}]"
+        if sweep:
+            label += f" [{sweep}]"
         if len(runs) > 1:
             label += f" @ {run_label}"
-        labels[(run_label, model, provider)] = label
+        labels[(run_label, model, provider, sweep)] = label
     return labels
 
 
@@ -55,17 +57,54 @@ def collect_samples(runs: Sequence[Run]) -> tuple[pd.DataFrame, list[str]]:
     for run in runs:
         df = run.results.copy()
         df["run"] = run.label
-        df["provider"] = df["provider"].fillna("").astype(str) if "provider" in df else ""
+        df["provider"] = _column(df, "provider")
+        df["sweep"] = _column(df, "sweep")
         df["model"] = df["model"].astype(str)
-        df["series"] = [labels[(run.label, m, p)] for m, p in zip(df["model"], df["provider"], strict=True)]
+        df["series"] = [
+            labels[(run.label, m, p, w)] for m, p, w in zip(df["model"], df["provider"], df["sweep"], strict=True)
+        ]
         frames.append(df)
     samples = pd.concat(frames, ignore_index=True, sort=False)
     return samples, list(dict.fromkeys(labels.values()))
 
 
+def _flag(value: Any) -> bool | None:
+    """A results.csv boolean cell (`true`/`false`, bool, 1/0) as bool; None when blank or unknown."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    text = norm(value).lower()
+    return {"true": True, "1": True, "false": False, "0": False}.get(text)
+
+
+def _rate(value: Any) -> float | None:
+    try:
+        rate = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if rate != rate else rate
+
+
+def degenerate_flags(rows: pd.DataFrame) -> pd.Series:
+    """Per row: True/False/None (unknown). The `degenerate` column where the run wrote it, else the same
+    rule (`is_degenerate`) applied to stop_reason, repetition_rate and lang_match (runs from before the
+    column existed)."""
+    written = rows["degenerate"].map(_flag) if "degenerate" in rows else pd.Series(None, index=rows.index)
+    derived = [
+        is_degenerate(
+            str(r.get("stop_reason", "") or ""), _rate(r.get("repetition_rate")), _flag(r.get("lang_match"))
+        )
+        for _, r in rows.iterrows()
+    ]
+    return pd.Series(
+        [w if w is not None else d for w, d in zip(written, derived, strict=True)], index=rows.index, dtype=object
+    )
+
+
 def summary_table(samples: pd.DataFrame, order: Sequence[str]) -> pd.DataFrame:
     """One row per series: counts, means of the headline metrics and the sample sd used for error bars."""
     rows = []
+    metrics = [col for col, _ in SUMMARY_METRICS]
+    stats = aggregate.group_metrics(samples, metrics, by=("series",))
     for series in order:
         all_rows = samples[samples["series"] == series]
         ok = all_rows[all_rows["status"] == "ok"]
@@ -81,9 +120,16 @@ def summary_table(samples: pd.DataFrame, order: Sequence[str]) -> pd.DataFrame:
             "n_ok": len(ok),
             "n_error": len(all_rows) - len(ok),
         }
-        for col, _ in SUMMARY_METRICS:
-            row[col] = mean_of_talk_means(ok, col) if col in ok else None
-            row[f"{col}_sd"] = float(ok[col].std()) if col in ok and ok[col].notna().sum() > 1 else None
+        flags = degenerate_flags(ok)
+        row["n_judged"] = int(flags.notna().sum())  # ok samples with a verdict (scored)
+        row["n_degenerate"] = int(sum(flag is True for flag in flags))
+        row["mostly_degenerate"] = bool(
+            row["n_judged"] and row["n_degenerate"] / row["n_judged"] > MOSTLY_DEGENERATE
+        )
+        group = stats.get((series,), {})
+        for col in metrics:
+            row[col] = group[col].mean if col in group else None
+            row[f"{col}_sd"] = group[col].sd if col in group else None  # over samples: error bars
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -91,60 +137,47 @@ def summary_table(samples: pd.DataFrame, order: Sequence[str]) -> pd.DataFrame:
 def environment_rows(runs: Sequence[Run]) -> list[tuple[str, list[str]]]:
     """(field, value per run) for the report header; '' where a run does not record the field."""
 
-    def packages(run: Run) -> str:
-        pk = run.meta_get("environment", "packages")
-        return ", ".join(f"{k} {v}" for k, v in sorted(pk.items())) if isinstance(pk, dict) else ""
+    def rec(run: Run) -> RunRecord:
+        return run.record or RunRecord()  # a bare results.csv: every run.json field empty
 
     def ort(run: Run) -> str:
-        o = run.meta_get("environment", "onnxruntime")
-        if not isinstance(o, dict):
-            return ""
-        return f"{o.get('version', '')} ({', '.join(o.get('providers') or [])})"
+        o = rec(run).environment.onnxruntime
+        return f"{o.version or ''} ({', '.join(o.providers)})" if o is not None else ""
 
-    def cfg(*keys: str) -> Any:
-        return lambda run: run.meta_get("config", *keys)
+    def csv_or_cfg(col: str) -> Callable[[Run], Any]:
+        return lambda run: ",".join(column_values(run.results, col)) or getattr(rec(run).config, col)
 
-    def csv_or_cfg(col: str) -> Any:
-        return lambda run: ",".join(column_values(run.results, col)) or run.meta_get("config", col)
+    def env(run: Run) -> Environment:
+        return rec(run).environment
 
-    fields: list[tuple[str, Any]] = [
+    fields: list[tuple[str, Callable[[Run], Any]]] = [
         ("results", lambda run: str(run.path)),
-        ("started", lambda run: run.meta_get("started_at")),
-        ("finished", lambda run: run.meta_get("finished_at")),
-        ("harness version", lambda run: run.meta_get("harness_version")),
-        ("git commit", lambda run: run.meta_get("git_commit")),
-        ("command", lambda run: " ".join(map(str, run.meta_get("command") or []))),
-        ("CPU", lambda run: run.meta_get("environment", "cpu", "brand")),
-        ("arch", lambda run: run.meta_get("environment", "cpu", "arch")),
-        (
-            "cores (physical / logical)",
-            lambda run: _pair(
-                run.meta_get("environment", "cores_physical"), run.meta_get("environment", "cores_logical")
-            ),
-        ),
-        ("RAM GB", lambda run: run.meta_get("environment", "ram_gb")),
-        ("memory bandwidth GB/s", lambda run: run.meta_get("environment", "memory_bandwidth_gbs")),
-        ("OS", lambda run: _pair(run.meta_get("environment", "os"), run.meta_get("environment", "kernel"))),
-        ("python", lambda run: run.meta_get("environment", "python")),
-        ("packages", packages),
+        ("started", lambda run: rec(run).started_at),
+        ("finished", lambda run: rec(run).finished_at),
+        ("harness version", lambda run: rec(run).harness_version),
+        ("git commit", lambda run: rec(run).git_commit),
+        ("command", lambda run: _command(rec(run).command)),
+        ("CPU", lambda run: env(run).cpu.description()),
+        ("arch", lambda run: env(run).cpu.arch),
+        ("cores (physical / logical)", lambda run: _pair(env(run).cores_physical, env(run).cores_logical)),
+        ("RAM GB", lambda run: env(run).ram_gb),
+        ("memory bandwidth GB/s", lambda run: env(run).memory_bandwidth_gbs),
+        ("OS", lambda run: _pair(env(run).os, env(run).kernel)),
+        ("python", lambda run: env(run).python),
+        # Older runs recorded absent packages as None: not installed is not worth a row entry.
+        ("packages", lambda run: ", ".join(f"{k} {v}" for k, v in sorted(env(run).installed_packages().items()))),
         ("onnxruntime", ort),
         ("models", lambda run: ", ".join(dict.fromkeys(run.results["model"].astype(str)))),
         ("talks", lambda run: str(run.results["talk_id"].nunique())),
-        ("repeats / warm-up", lambda run: _pair(cfg("repeats")(run), cfg("warmup")(run))),
+        ("repeats / warm-up", lambda run: _pair(rec(run).config.repeats, rec(run).config.warmup)),
         ("threads", csv_or_cfg("threads")),
         (
             "max / min new tokens",
             lambda run: _pair(csv_or_cfg("max_new_tokens")(run), csv_or_cfg("min_new_tokens")(run)),
         ),
         ("summary language", csv_or_cfg("summary_lang")),
-        ("corpus", cfg("corpus")),
-        (
-            "mmap",
-            lambda run: (
-                ",".join(column_values(run.results, "mmap"))
-                or ("" if cfg("no_mmap")(run) is None else str(not cfg("no_mmap")(run)).lower())
-            ),
-        ),
+        ("corpus", lambda run: rec(run).config.corpus),
+        ("mmap", lambda run: ",".join(column_values(run.results, "mmap")) or norm(rec(run).config.mmap)),
         ("samples ok / error", lambda run: f"{len(run.ok)} / {run.n_error}"),
     ]
     out = []
@@ -153,6 +186,15 @@ def environment_rows(runs: Sequence[Run]) -> list[tuple[str, list[str]]]:
         if any(values):
             out.append((name, values))
     return out
+
+def _command(argv: Any) -> str:
+    """The recorded command line; `…/harness/__main__.py` (older runs) shown as `python -m harness`."""
+    if not isinstance(argv, list) or not argv:
+        return ""
+    words = [str(a) for a in argv]
+    if words[0].replace("\\", "/").endswith("harness/__main__.py"):
+        words = ["python", "-m", "harness", *words[1:]]
+    return shlex.join(words)
 
 
 def _pair(a: Any, b: Any) -> str:
@@ -176,6 +218,9 @@ class TalkSummary:
     repeat: Any
     summary_lang: str
     rouge_l: float | None
+    stop_reason: str = ""
+    repetition_rate: float | None = None
+    degenerate: bool | None = None
 
 
 @dataclass
@@ -213,6 +258,7 @@ def talk_blocks(runs: Sequence[Run], samples: pd.DataFrame, order: Sequence[str]
             )
             status = str(rec.get("status") or (row["status"] if row is not None else ""))
             rouge = row.get("rougeL_f") if row is not None else None
+            degenerate = degenerate_flags(samples.loc[[i]]).iloc[0] if i is not None else None
             summary = TalkSummary(
                 series=series,
                 prediction=str(rec.get("prediction") or ""),
@@ -220,6 +266,9 @@ def talk_blocks(runs: Sequence[Run], samples: pd.DataFrame, order: Sequence[str]
                 repeat=rec.get("repeat"),
                 summary_lang=str(rec.get("summary_lang") or ""),
                 rouge_l=None if rouge is None or pd.isna(rouge) else float(rouge),
+                stop_reason=str(row.get("stop_reason", "") or "") if row is not None else "",
+                repetition_rate=_rate(row.get("repetition_rate")) if row is not None else None,
+                degenerate=degenerate,
             )
             try:
                 rep = int(rec.get("repeat", 0))

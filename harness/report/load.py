@@ -2,12 +2,13 @@
 
 A run is what `harness run` wrote: results.csv (required), run.json and summaries.jsonl (optional, so a
 results.csv copied out of its run directory still compares). Identity and setting columns stay strings
-so that talk ids such as "007" keep their zeros; metric columns become floats.
+so that talk ids such as "007" keep their zeros; the schema's numeric columns become floats. run.json is
+read as a typed `RunRecord` (harness.results.record).
 """
 
 from __future__ import annotations
 
-import json
+import io
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -19,18 +20,12 @@ import pandas as pd
 
 from harness.errors import HarnessError
 from harness.jsonl import read_objects
-from harness.results.schema import COLUMN_SPECS, REQUIRED_COLUMNS
+from harness.results.durable import committed_csv_text, stderr_warning
+from harness.results.layout import RESULTS_CSV, RUN_JSON, SUMMARIES_JSONL
+from harness.results.record import RunRecord
+from harness.results.schema import COLUMNS, NUMERIC_COLUMNS, REQUIRED_COLUMNS
 
-RESULTS_CSV = "results.csv"
-RUN_JSON = "run.json"
-SUMMARIES_JSONL = "summaries.jsonl"
-
-# Columns with a unit are measurements; these three have none but are numbers all the same.
-_UNITLESS_NUMERIC = {"repeat", "threads", "compression_ratio"}
-NUMERIC_COLUMNS: frozenset[str] = frozenset(
-    c.name for c in COLUMN_SPECS if c.unit or c.name in _UNITLESS_NUMERIC
-)
-TEXT_COLUMNS: frozenset[str] = frozenset(c.name for c in COLUMN_SPECS) - NUMERIC_COLUMNS
+TEXT_COLUMNS: frozenset[str] = frozenset(COLUMNS) - NUMERIC_COLUMNS
 _DECIMAL = re.compile(r"-?\d+\.\d+")
 
 
@@ -41,10 +36,13 @@ class Run:
     label: str
     path: Path
     results: pd.DataFrame
-    meta: dict[str, Any] = field(default_factory=dict)
+    record: RunRecord | None = None  # run.json; None for a bare results.csv
     summaries: list[dict[str, Any]] = field(default_factory=list)
-    has_run_json: bool = False
     has_summaries: bool = False
+
+    @property
+    def has_run_json(self) -> bool:
+        return self.record is not None
 
     @property
     def directory(self) -> Path:
@@ -58,15 +56,6 @@ class Run:
     @property
     def n_error(self) -> int:
         return int((self.results["status"] != "ok").sum())
-
-    def meta_get(self, *keys: str) -> Any:
-        """Nested run.json lookup; None where any level is missing."""
-        node: Any = self.meta
-        for key in keys:
-            if not isinstance(node, dict) or key not in node:
-                return None
-            node = node[key]
-        return node
 
 
 def _resolve(path: Path) -> tuple[Path, Path]:
@@ -87,8 +76,10 @@ def _resolve(path: Path) -> tuple[Path, Path]:
 def read_results(csv_path: Path) -> pd.DataFrame:
     """results.csv as a DataFrame; metric columns numeric, everything else str ('' when blank)."""
     try:
-        df = pd.read_csv(csv_path, dtype=str, keep_default_na=False, encoding="utf-8")
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        # A run cut off while writing (crash, full disk) may end in a torn row: dropped with a warning.
+        text = committed_csv_text(csv_path, warn=stderr_warning)
+        df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise HarnessError(
             f"{csv_path}: not a readable results CSV ({str(exc).splitlines()[0]}); "
             f"pass a results.csv written by `harness run`"
@@ -115,20 +106,8 @@ def read_results(csv_path: Path) -> pd.DataFrame:
     return df
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise HarnessError(
-            f"{path}: not valid JSON ({exc.msg}, line {exc.lineno}); delete or fix it to compare without it"
-        ) from None
-    if not isinstance(obj, dict):
-        raise HarnessError(f"{path}: expected a JSON object; delete or fix it to compare without it")
-    return obj
-
-
 def read_summaries(path: Path) -> list[dict[str, Any]]:
-    return [obj for _, _, obj in read_objects(path)]
+    return [obj for _, _, obj in read_objects(path, torn_tail=stderr_warning)]
 
 
 def load_run(path: str | Path) -> Run:
@@ -136,11 +115,11 @@ def load_run(path: str | Path) -> Run:
     results = read_results(csv_path)
     run_json = directory / RUN_JSON
     summaries_path = directory / SUMMARIES_JSONL
-    meta = _read_json(run_json) if run_json.is_file() else {}
+    record = RunRecord.load(run_json) if run_json.is_file() else None
     summaries = read_summaries(summaries_path) if summaries_path.is_file() else []
     ids = sorted({str(v) for v in results["run_id"] if str(v).strip()})
-    if isinstance(meta.get("run_id"), str) and meta["run_id"]:
-        label = meta["run_id"]
+    if record is not None and isinstance(record.run_id, str) and record.run_id:
+        label = record.run_id
     elif len(ids) == 1:
         label = ids[0]
     else:
@@ -149,9 +128,8 @@ def load_run(path: str | Path) -> Run:
         label=label,
         path=Path(path),
         results=results,
-        meta=meta,
+        record=record,
         summaries=summaries,
-        has_run_json=run_json.is_file(),
         has_summaries=summaries_path.is_file(),
     )
 

@@ -4,6 +4,9 @@ Figures are built on `matplotlib.figure.Figure` directly, not pyplot: no global 
 interactive backend, so a report renders on a headless machine (saving to PNG uses Agg). Every function
 takes ok samples with a `series` column plus the series order and colours, and returns None when the
 runs hold no data for that figure.
+
+Across several runs a model keeps one colour (`palette` over models, `series_styles`) and each run has
+its own marker, so the same model in two runs reads as one colour with two shapes.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.text import Annotation
 from matplotlib.transforms import Bbox
+
+from harness.report.sweeps import SweepLine
 
 DPI = 110
 # Fonts with CJK glyphs, tried after DejaVu Sans (matplotlib falls back per glyph), so a Chinese model
@@ -62,9 +67,24 @@ def _style() -> Iterator[None]:
 
 
 def palette(labels: Sequence[str]) -> dict[str, tuple[float, float, float, float]]:
-    """A stable colour per series, shared by all figures."""
+    """A stable colour per label (model), shared by all figures."""
     cmap = matplotlib.colormaps["tab10" if len(labels) <= 10 else "tab20"]
     return {label: cmap(i % cmap.N) for i, label in enumerate(labels)}
+
+
+RUN_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def series_styles(
+    series_model: Mapping[str, str], series_run: Mapping[str, str]
+) -> tuple[dict[str, tuple[float, ...]], dict[str, str]]:
+    """(colour, marker) per series: the colour follows the model, the marker the run, in first-seen order."""
+    model_colors = palette(list(dict.fromkeys(series_model.values())))
+    runs = list(dict.fromkeys(series_run.values()))
+    run_marker = {run: RUN_MARKERS[i % len(RUN_MARKERS)] for i, run in enumerate(runs)}
+    colors = {s: model_colors[m] for s, m in series_model.items()}
+    markers = {s: run_marker[series_run[s]] for s in series_model}
+    return colors, markers
 
 
 def _png(fig: Figure) -> bytes:
@@ -108,23 +128,59 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     return front
 
 
+def fronts_by_run(pts: pd.DataFrame, x: str, y: str) -> list[list[int]]:
+    """Row positions of each run's Pareto front (both coordinates better higher), runs in first-seen
+    order. Within a run only: the same model measured in two runs is never compared with itself."""
+    runs = pts["run"].astype(str) if "run" in pts else pd.Series("", index=pts.index)
+    out = []
+    for _, group in pts.groupby(runs, sort=False):
+        local = pareto_front(list(zip(group[x], group[y], strict=True)))
+        out.append([int(group.index[i]) for i in local])
+    return out
+
+
 def quality_vs_speed(
     means: pd.DataFrame,
     colors: Mapping[str, tuple[float, ...]],
     *,
+    markers: Mapping[str, str] | None = None,
+    labels: Mapping[str, str] | None = None,
     x: str = "decode_tok_s",
     y: str = "rougeL_f",
 ) -> bytes | None:
-    """Mean ROUGE-L vs mean decode speed per series; the Pareto front (faster and better) is marked.
+    """Mean ROUGE-L vs mean decode speed per series as PNG; see `quality_figure`."""
+    made = quality_figure(means, colors, markers=markers, labels=labels, x=x, y=y)
+    if made is None:
+        return None
+    with _style():
+        return _png(made[0])
 
-    `means` has one row per series: columns series, x, y and optional f"{x}_sd", f"{y}_sd".
+
+def quality_figure(
+    means: pd.DataFrame,
+    colors: Mapping[str, tuple[float, ...]],
+    *,
+    markers: Mapping[str, str] | None = None,
+    labels: Mapping[str, str] | None = None,
+    x: str = "decode_tok_s",
+    y: str = "rougeL_f",
+) -> tuple[Figure, list[Bbox]] | None:
+    """Mean ROUGE-L vs mean decode speed per series; each run's Pareto front (faster and better) is marked.
+
+    `means` has one row per series: columns series, x, y, optional run, f"{x}_sd", f"{y}_sd". The front is
+    computed within each run (`fronts_by_run`). `markers`: marker per series (one per run); `labels`: the
+    short label written beside each point (default: the series name). The quality axis starts at zero,
+    so the height of a point is its score. Returns the figure and its label boxes (display pixels).
     """
     if x not in means or y not in means:
         return None
     pts = means.dropna(subset=[x, y]).reset_index(drop=True)
     if pts.empty:
         return None
-    front = set(pareto_front(list(zip(pts[x], pts[y], strict=True))))
+    runs = pts["run"].astype(str) if "run" in pts else pd.Series("", index=pts.index)
+    fronts = [pts.loc[members].sort_values(x) for members in fronts_by_run(pts, x, y)]
+    front = {int(i) for fp in fronts for i in fp.index}
+    several_runs = runs.nunique() > 1
     with _style():
         fig = Figure(figsize=(8, 5.5), layout="constrained")
         ax = fig.add_subplot()
@@ -136,7 +192,7 @@ def quality_vs_speed(
                 row[y],
                 xerr=None if xerr is None or pd.isna(xerr) else xerr,
                 yerr=None if yerr is None or pd.isna(yerr) else yerr,
-                fmt="o",
+                fmt=(markers or {}).get(row["series"], "o"),
                 color=color,
                 ecolor=color,
                 alpha=0.9,
@@ -144,58 +200,73 @@ def quality_vs_speed(
                 capsize=3,
                 zorder=3,
             )
-        fp = pts.loc[sorted(front)].sort_values(x)
-        ax.plot(
-            fp[x],
-            fp[y],
-            "--o",
-            color="black",
-            linewidth=1,
-            markersize=16,
-            markerfacecolor="none",
-            markeredgewidth=1.5,
-            zorder=2,
-            label="Pareto front (bold names): no other model is both faster and better",
-        )
-        fig.legend(loc="outside lower center", fontsize=8, frameon=False)
+        for i, fp in enumerate(fronts):
+            ax.plot(
+                fp[x],
+                fp[y],
+                "--o",
+                color="black",
+                linewidth=1,
+                markersize=16,
+                markerfacecolor="none",
+                markeredgewidth=1.5,
+                zorder=2,
+                label=(
+                    f"Pareto front{' of each run' if several_runs else ''} (bold names): "
+                    "no other model of the run is both faster and better"
+                )
+                if i == 0
+                else None,
+            )
+        handles, names = ax.get_legend_handles_labels()
+        if several_runs and markers:
+            for run, series in dict(zip(runs, pts["series"], strict=True)).items():
+                handles.append(
+                    Line2D([], [], marker=markers.get(series, "o"), linestyle="none", color="grey", label=run)
+                )
+                names.append(f"run {run}")
+        fig.legend(handles, names, loc="outside lower center", fontsize=8, frameon=False, ncol=1)
         ax.set_xlabel("decode speed, tokens/s (mean; higher is better →)")
         ax.set_ylabel("ROUGE-L F (mean; higher is better ↑)")
         ax.set_title("Summary quality vs decode speed (bars: ±1 sd over samples)")
         ax.margins(x=0.2, y=0.2)
-        # Speeds and ROUGE are never negative; sd bars must not drag the axes below zero.
-        for get, set_ in ((ax.get_xlim, ax.set_xlim), (ax.get_ylim, ax.set_ylim)):
-            lo, hi = get()
-            if lo < 0:
-                set_(0, hi)
+        # Speeds and ROUGE are never negative; the quality axis starts at zero so heights compare.
+        lo, hi = ax.get_xlim()
+        if lo < 0:
+            ax.set_xlim(0, hi)
+        ax.set_ylim(0, max(ax.get_ylim()[1], float(pts[y].max()) * 1.25))
         notes = [
             ax.annotate(
-                row["series"],
+                (labels or {}).get(row["series"], row["series"]),
                 (row[x], row[y]),
                 xytext=(0, 0),
                 textcoords="offset points",
                 fontsize=9,
                 fontweight="bold" if i in front else "normal",
+                color=colors[row["series"]],
                 zorder=5,
-                bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.8},
+                bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.85},
+                arrowprops={"arrowstyle": "-", "color": "grey", "lw": 0.6, "shrinkA": 0, "shrinkB": 5},
             )
             for i, row in pts.iterrows()
         ]
-        _place_labels(fig, ax, notes)
-        return _png(fig)
+        return fig, _place_labels(fig, ax, notes)
 
 
-# Offsets (points) and alignments tried for a point's label, nearest first.
+# Offsets (points) and alignments tried for a point's label, nearest first; the far ones get a leader
+# line back to the point (the annotation's arrow, drawn only when the label sits away from it).
 _LABEL_SPOTS = tuple(
     (sx * dx, sy * dy, "left" if sx > 0 else "right", "bottom" if sy > 0 else "top")
-    for dx, dy in ((9, 5), (9, 16), (14, 30))
+    for dx, dy in ((9, 5), (9, 16), (14, 30), (24, 48), (40, 70), (60, 95))
     for sy in (1, -1)
     for sx in (1, -1)
-)
+) + tuple((0, sy * d, "center", "bottom" if sy > 0 else "top") for d in (12, 40, 75) for sy in (1, -1))
 
 
-def _place_labels(fig: Figure, ax: Axes, notes: Sequence[Annotation]) -> None:
+def _place_labels(fig: Figure, ax: Axes, notes: Sequence[Annotation]) -> list[Bbox]:
     """Greedy label placement: each label takes the nearest spot that overlaps no point, no earlier
-    label and stays inside the axes; failing that, the spot with the least overlap."""
+    label and stays inside the axes; failing that, the spot with the least overlap. Returns the label
+    boxes in display pixels (for tests)."""
     FigureCanvasAgg(fig)  # a renderer to measure text with
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
@@ -227,7 +298,10 @@ def _place_labels(fig: Figure, ax: Axes, notes: Sequence[Annotation]) -> None:
         note.xyann = best[1][:2]
         note.set_horizontalalignment(best[1][2])
         note.set_verticalalignment(best[1][3])
+        if abs(best[1][0]) + abs(best[1][1]) < 30 and note.arrow_patch is not None:
+            note.arrow_patch.set_visible(False)  # next to its point: no leader line needed
         taken.append(note.get_window_extent(renderer))
+    return taken[-len(notes) :] if notes else []
 
 
 def peak_memory(
@@ -279,6 +353,7 @@ def ttft_distribution(
     order: Sequence[str],
     colors: Mapping[str, tuple[float, ...]],
     column: str = "ttft_s",
+    markers: Mapping[str, str] | None = None,
 ) -> bytes | None:
     """Box plot plus every sample of time to first token, per series."""
     if column not in samples:
@@ -299,7 +374,15 @@ def ttft_distribution(
             medianprops={"color": "black"},
         )
         for i, s in enumerate(labels):
-            ax.scatter(data[s], i + _jitter(len(data[s]), i), s=14, color=colors[s], alpha=0.75, zorder=3)
+            ax.scatter(
+                data[s],
+                i + _jitter(len(data[s]), i),
+                s=14,
+                marker=(markers or {}).get(s, "o"),
+                color=colors[s],
+                alpha=0.75,
+                zorder=3,
+            )
         _category_axis(ax, labels)
         ax.set_xlabel("time to first token, s (lower is better)")
         ax.set_title("TTFT per model (box: quartiles; dots: samples)")
@@ -358,4 +441,43 @@ def itl_distribution(
         leg = fig.legend(loc="outside lower center", ncol=3, fontsize=8, frameon=False)
         for handle in leg.legend_handles:
             handle.set_color("grey")  # markers mean percentiles, not models: show them neutral
+        return _png(fig)
+
+
+def metric_vs_setting(
+    lines: Sequence[SweepLine], setting_label: str, metric_label: str, better: str = ""
+) -> bytes | None:
+    """A metric against one swept setting: one line per model (x other swept settings), points at the
+    setting's values with their interval over talks as error bars; the colour follows the model, the line
+    style the other settings. Integer settings get integer ticks at the swept values."""
+    lines = [line for line in lines if any(np.isfinite(line.mean))]
+    if not lines:
+        return None
+    colors = palette(list(dict.fromkeys(line.model for line in lines)))
+    styles = ("-", "--", ":", "-.")
+    with _style():
+        fig = Figure(figsize=(7.5, 4.6), layout="constrained")
+        ax = fig.add_subplot()
+        style_of: dict[str, str] = {}
+        for line in lines:
+            rest = line.label[len(line.model) :].strip()
+            style_of.setdefault(rest, styles[len(style_of) % len(styles)])
+            x, mean = np.asarray(line.x), np.asarray(line.mean, dtype=float)
+            lo, hi = np.asarray(line.lo, dtype=float), np.asarray(line.hi, dtype=float)
+            err = np.vstack([np.where(np.isfinite(lo), mean - lo, 0), np.where(np.isfinite(hi), hi - mean, 0)])
+            ax.errorbar(
+                x, mean, yerr=err, marker="o", capsize=3, linestyle=style_of[rest], color=colors[line.model],
+                label=line.label,
+            )
+        xs = sorted({v for line in lines for v in line.x})
+        if all(float(v).is_integer() for v in xs):
+            ax.set_xticks(xs, [f"{v:g}" for v in xs])
+        if len(xs) > 2 and xs[0] > 0 and xs[-1] / xs[0] >= 8:
+            ax.set_xscale("log", base=2)  # doubling sweeps (1-16*2) spread evenly
+            ax.set_xticks(xs, [f"{v:g}" for v in xs])
+        ax.set_xlabel(setting_label)
+        ax.set_ylabel(metric_label + (f" ({better} is better)" if better else ""))
+        ax.set_ylim(bottom=0)
+        ax.set_title(f"{metric_label} vs {setting_label}")
+        fig.legend(loc="outside lower center", ncol=2, fontsize=8, frameon=False)
         return _png(fig)

@@ -16,6 +16,8 @@ import pandas as pd
 
 from harness.report.compare_output import fmt_value
 from harness.report.data import SUMMARY_METRICS, TalkBlock, TalkSummary
+from harness.report.fonts import FONT_STACK, embedded_cjk_font
+from harness.scoring.signals import DEGENERATE_REPETITION
 
 
 @dataclass
@@ -27,25 +29,46 @@ class ReportFigure:
     missing: str  # shown instead when png is None
 
 
+# Marks the ROUGE cells of a series whose outputs are mostly degenerate; explained under the table.
+DEGENERATE_MARK = "†"
+DEGENERATE_NOTE = (
+    f"{DEGENERATE_MARK} Mostly degenerate output: more than half of this model's samples hit the "
+    f"max_new_tokens cap while repeating themselves (repetition_rate > {DEGENERATE_REPETITION:g}) or came out "
+    "in the wrong language. Their ROUGE counts characters copied from the talk into a loop, not the "
+    "quality of a summary; do not rank models on it."
+)
+
 
 def _summary_meta(s: TalkSummary) -> list[str]:
-    """repeat, ROUGE-L, language and a non-ok status of one shown summary, for its caption."""
+    """repeat, ROUGE-L, language, stop reason, repetition and a non-ok status of one shown summary."""
     meta = [f"repeat {s.repeat}"]
     if s.rouge_l is not None:
         meta.append(f"ROUGE-L {s.rouge_l:.3f}")
     if s.summary_lang:
         meta.append(s.summary_lang)
+    if s.stop_reason:
+        meta.append(f"stop: {s.stop_reason}" + (" (hit max_new_tokens)" if s.stop_reason == "length" else ""))
+    if s.repetition_rate is not None:
+        meta.append(f"repetition {s.repetition_rate:.2f}")
     if s.status != "ok":
         meta.append(f"status {s.status}")
     return meta
+
+def degenerate_reason(s: TalkSummary) -> str:
+    """Why a shown summary is flagged, in words; '' when it is not."""
+    if not s.degenerate:
+        return ""
+    if s.stop_reason == "length" and (s.repetition_rate or 0.0) > DEGENERATE_REPETITION:
+        return "degenerate: a loop, cut off at max_new_tokens"
+    return "degenerate: not in the requested language"
+
 
 def e(text: object) -> str:
     return html.escape(str(text), quote=True)
 
 
 _CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI","Noto Sans","Noto Sans CJK SC","PingFang SC",
-"Microsoft YaHei",sans-serif;margin:2rem auto;max-width:80rem;padding:0 1rem;color:#222;line-height:1.45}
+body{font-family:FONT_STACK;margin:2rem auto;max-width:80rem;padding:0 1rem;color:#222;line-height:1.45}
 h1{margin-bottom:.2rem} .sub{color:#666;margin-top:0}
 table{border-collapse:collapse;margin:.5rem 0 1.5rem;font-size:.9rem}
 th,td{border:1px solid #ddd;padding:.25rem .5rem;vertical-align:top;text-align:left}
@@ -60,25 +83,46 @@ figcaption{color:#555;font-size:.9rem;max-width:60rem}
 .col.ref{background:#f0f6ff} .col h4{margin:.1rem 0 .3rem} .meta{color:#666;font-size:.8rem}
 .text{white-space:pre-wrap;overflow-wrap:anywhere}
 .err{color:#a00}
+.col.degenerate{border-color:#d9a0a0;background:#fff5f5} .badge{color:#a00;font-weight:600}
 details .text{max-height:30rem;overflow:auto;background:#fcfcfc;padding:.5rem;border:1px solid #eee}
-"""
+""".replace("FONT_STACK", FONT_STACK)
 
 
 def _summary_cells(row: pd.Series) -> list[str]:
+    judged = int(row.get("n_judged") or 0)
+    mark = f" {DEGENERATE_MARK}" if row.get("mostly_degenerate") else ""
     cells = [
         str(row["series"]),
         str(row["backend"] or ""),
         str(row["quant"] or ""),
         str(row["talks"]),
         f"{row['n_ok']} / {row['n_error']}",
+        f"{int(row.get('n_degenerate') or 0)}/{judged}" if judged else "",
     ]
     for col, _ in SUMMARY_METRICS:
         v = row.get(col)
-        cells.append(fmt_value(None if v is None or pd.isna(v) else float(v)))
+        text = fmt_value(None if v is None or pd.isna(v) else float(v))
+        cells.append(text + mark if col.startswith("rouge") and text else text)
     return cells
 
 
-_SUMMARY_HEAD = ["model", "backend", "quant", "talks", "ok / error", *(h for _, h in SUMMARY_METRICS)]
+_SUMMARY_HEAD = [
+    "model",
+    "backend",
+    "quant",
+    "talks",
+    "ok / error",
+    "degenerate",
+    *(h for _, h in SUMMARY_METRICS),
+]
+_DEGENERATE_HELP = (
+    f"degenerate: ok samples that hit max_new_tokens while looping (repetition_rate > {DEGENERATE_REPETITION:g}) "
+    "or are in the wrong language, of those scored."
+)
+
+
+def _any_mostly_degenerate(summary: pd.DataFrame) -> bool:
+    return "mostly_degenerate" in summary and bool(summary["mostly_degenerate"].fillna(False).astype(bool).any())
 
 
 def _lang_attr(lang: str) -> str:
@@ -133,8 +177,10 @@ def render_html(
     out.append("</table>")
     out.append(
         '<p class="note">Means over the repeats of each talk, then over talks; only status=ok samples count. '
-        "ROUGE F scores are 0-1, best over the references.</p>"
+        f"ROUGE F scores are 0-1, best over the references. {e(_DEGENERATE_HELP)}</p>"
     )
+    if _any_mostly_degenerate(summary):
+        out.append(f'<p class="note"><span class="badge">{e(DEGENERATE_NOTE)}</span></p>')
 
     out.append("<h2>Plots</h2>")
     for fig in figures:
@@ -172,8 +218,11 @@ def render_html(
         out.append("</div>")
         for s in block.summaries:
             meta = _summary_meta(s)
+            reason = degenerate_reason(s)
+            badge = f'<div class="badge">{e(reason)}</div>' if reason else ""
             out.append(
-                f'<div class="col"><h4>{e(s.series)}</h4><div class="meta">{e(" · ".join(meta))}</div>'
+                f'<div class="col{" degenerate" if s.degenerate else ""}"><h4>{e(s.series)}</h4>'
+                f'<div class="meta">{e(" · ".join(meta))}</div>{badge}'
                 f'<p class="text"{_lang_attr(s.summary_lang)}>'
                 f"{e(s.prediction) or '<em>(empty)</em>'}</p></div>"
             )
@@ -188,7 +237,12 @@ def render_html(
                 f'<td>{e(_int(r["repeat"]))}</td><td class="err">{e(r.get("error", ""))}</td></tr>'
             )
         out.append("</table>")
+    # Chinese text must render where the viewer has no CJK font: embed the glyphs this page uses.
+    font = embedded_cjk_font("".join(out))
+    out.append(f'<p class="note">Fonts: {e(font.note)}.</p>')
     out.append("</body></html>")
+    if font.css:
+        out.insert(out.index(f"<style>{_CSS}</style></head><body>"), f"<style>{font.css}</style>")
     return "\n".join(out) + "\n"
 
 
@@ -252,7 +306,10 @@ def render_md(
     out += _md_table(["", *run_ids], [[name, *values] for name, values in env])
     out += ["", "## Summary", ""]
     out += _md_table(_SUMMARY_HEAD, [_summary_cells(row) for _, row in summary.iterrows()])
-    out += ["", "Means over the repeats of each talk, then over talks; only status=ok samples count.", ""]
+    out += ["", "Means over the repeats of each talk, then over talks; only status=ok samples count. "
+            + md(_DEGENERATE_HELP), ""]
+    if _any_mostly_degenerate(summary):
+        out += [md(DEGENERATE_NOTE), ""]
     out += ["## Plots", ""]
     for fig in figures:
         out += [f"### {md(fig.title)}", ""]
@@ -274,8 +331,9 @@ def render_md(
             out += [md_block(ref), ""]
         for s in block.summaries:
             meta = _summary_meta(s)
+            reason = degenerate_reason(s)
             out += [
-                f"**{md(s.series)}** ({md(' · '.join(meta))})",
+                f"**{md(s.series)}** ({md(' · '.join(meta))})" + (f" **{md(reason)}**" if reason else ""),
                 "",
                 md_block(s.prediction or "(empty)"),
                 "",

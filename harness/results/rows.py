@@ -17,6 +17,7 @@ from harness.corpus import Talk
 from harness.scenarios.base import SampleResult
 from harness.scoring import score_summary
 from harness.scoring.signals import is_degenerate
+from harness.trackers.device import KvCacheShape, roofline_util
 
 
 @dataclass
@@ -25,7 +26,9 @@ class ModelRowContext:
 
     base: dict[str, Any]  # run_id, model, backend, quant, threads, settings, prompt name/sha, summary_lang…
     load: dict[str, Any] = field(default_factory=dict)  # load_s, provider, n_ctx, mmap + load-window tracker columns
-    weight_bytes: int | None = None
+    weight_bytes: int | None = None  # size of the weight file(s)
+    weights_read_bytes: int | None = None  # bytes one decode step reads (harness.trackers.device), GGUF only
+    kv_shape: KvCacheShape | None = None  # the model's KV cache, for the KV bytes each decode step reads
     bandwidth_gbs: float | None = None  # measured once per run (device tracker), for the roofline column
 
     @property
@@ -42,8 +45,9 @@ def ok_row(
 ) -> dict[str, Any]:
     lat = result.latency
     scores = score_summary(result.text, talk.references_for(ctx.lang), ctx.lang, source=talk.text)
-    decode = lat.decode_tok_s
-    bw = ctx.bandwidth_gbs
+    # Roofline: a decode step streams the weights it uses plus the KV cache at its depth (README "Roofline").
+    weights = ctx.weights_read_bytes or ctx.weight_bytes
+    kv_read = ctx.kv_shape.mean_read_bytes(lat.prompt_tokens, lat.output_tokens) if ctx.kv_shape else None
     return {
         **_identity(ctx, talk, repeat, result.index),
         **lat.as_row(),
@@ -52,9 +56,11 @@ def ok_row(
         **result.columns,
         "status": "ok",
         "error": "",
-        # Roofline: decoding one token streams about all weight bytes (see README "How each number is measured").
-        "decode_bw_util": decode * ctx.weight_bytes / (bw * 1e9) if decode and bw and ctx.weight_bytes else None,
-        "tokens_per_char": lat.prompt_tokens / result.input_chars if result.input_chars else None,
+        "weights_read_mb_per_tok": weights / 1e6 if weights else None,
+        "kv_read_mb_per_tok": kv_read / 1e6 if kv_read is not None else None,
+        "decode_bw_util": roofline_util(lat.decode_tok_s, weights, kv_read, ctx.bandwidth_gbs),
+        # One-call samples only: a multi-stage sample's prompt_tokens are its first stage's, not the document's.
+        "tokens_per_char": lat.prompt_tokens / result.input_chars if result.input_chars and not result.stages else None,
         "stop_reason": result.stop_reason,
         "truncated": result.truncated,
         "input_chars": result.input_chars,

@@ -126,7 +126,7 @@ COLUMN_SPECS: tuple[Column, ...] = (
     _metric(
         "peak_rss_mb",
         "MiB",
-        "peak resident set size of the worker during this sample (max of 10 ms polls and kernel VmHWM)",
+        "peak resident set size of the worker during this sample (kernel VmHWM reset per sample; else 10 ms polls)",
         better="lower",
         aggregate="max",
         label="peak RSS",
@@ -188,10 +188,14 @@ COLUMN_SPECS: tuple[Column, ...] = (
     ),
     _metric("engine_decode_tok_s", "tok/s", "engine's own decode rate (llama.cpp n_eval / t_eval)", better="higher"),
     _metric("decode_vs_engine_pct", "%", "100 * (decode_tok_s / engine_decode_tok_s - 1)"),
-    _metric("outside_engine_ms_per_tok", "ms", "per decode step, wall time outside the engine's eval timer (sampling)"),
+    _metric(
+        "outside_engine_ms_per_tok",
+        "ms",
+        "per decode step, wall time outside the engine's eval timer (sampling); over t1..EOS on EOS stops",
+    ),
     _info("stop_reason", "", "eos, length (max_new_tokens) or error"),
     _setting("max_new_tokens", "tokens", "generation cap for this sample"),
-    _setting("min_new_tokens", "tokens", "forced minimum length (EOS ignored until reached); 0 = natural stop"),
+    _setting("min_new_tokens", "tokens", "forced minimum length (end tokens banned until reached); 0 = natural stop"),
     _setting("n_ctx", "tokens", "context size the model was loaded with"),
     _setting("flash_attn", "", "flash attention setting of the engine", numeric=False),
     _flag("truncated", "", "true when the talk was cut to fit n_ctx - max_new_tokens", deterministic=True),
@@ -212,8 +216,21 @@ COLUMN_SPECS: tuple[Column, ...] = (
     _metric(
         "decode_bw_util",
         "0-1",
-        "decode_tok_s * model_file bytes / measured memory bandwidth (roofline)",
+        "decode_tok_s * (weights_read_mb_per_tok + kv_read_mb_per_tok) / memory bandwidth measured with the "
+        "run's threads (roofline)",
         better="higher",
+    ),
+    _metric(
+        "weights_read_mb_per_tok",
+        "MB",
+        "weight bytes one decode step reads (all tensors; one token-embedding row unless the head is tied), 1e6 B",
+        deterministic=True,
+    ),
+    _metric(
+        "kv_read_mb_per_tok",
+        "MB",
+        "KV-cache bytes one decode step reads, averaged over the sample's depths (f16 cache; windows), 1e6 B",
+        deterministic=True,
     ),
     # --- detail: quality ------------------------------------------------------------------------
     _metric(
@@ -263,10 +280,61 @@ COLUMN_SPECS: tuple[Column, ...] = (
         better="lower",
         deterministic=True,
     ),
-    _metric("energy_j", "J", "energy of the sources in power_source during the sample (whole package/GPU)", better="lower"),
+    _metric(
+        "energy_j",
+        "J",
+        "energy of the sources in power_source during the sample (whole package/GPU)",
+        better="lower",
+    ),
     _metric("avg_power_w", "W", "energy_j / sample wall time", better="lower"),
     _metric("j_per_token", "J/tok", "energy_j / output_tokens", better="lower"),
     _info("power_source", "", "energy counters summed: rapl:package-N, nvml:N; empty = none readable (see run.json)"),
+    # --- serving over HTTP (harness.backends.openai_http) ---------------------------------------
+    _setting(
+        "itl_unit",
+        "",
+        "what the ITL gaps are between: token (in-process, or one streamed chunk per token) or chunk (HTTP chunks "
+        "that may hold several tokens)",
+        numeric=False,
+    ),
+    _info(
+        "output_tokens_source",
+        "",
+        "where output_tokens came from: engine (token ids), usage, timings (llama-server), eval_count (ollama), "
+        "max_tokens (stopped by the cap) or server_tokenize (EOS: the server's tokenizer counting the text; "
+        "llama-cpp-python's server streams no usage)",
+    ),
+    # --- sweeps and long documents (harness.params, harness.scenarios.long_document) -------------
+    _id(
+        "config_id",
+        "",
+        "8-hex hash of the sample's settings (threads, n_ctx, max/min_new_tokens, flash_attn, n_gpu_layers, "
+        "provider): the same settings get the same id in every run",
+    ),
+    _id("sweep", "", "the swept settings of this config, e.g. threads=2 max_new_tokens=16; empty: no sweep"),
+    _setting("n_gpu_layers", "", "llama.cpp layers offloaded to a GPU (0 = CPU only, -1 = all)"),
+    _setting(
+        "long_strategy",
+        "",
+        "truncate, map-reduce or refine: how a document longer than the context is handled",
+        numeric=False,
+    ),
+    _metric("chunks", "", "pieces the document was cut into (1 = it fitted whole)", deterministic=True),
+    _metric("stages", "", "backend calls for this sample (maps + reduces, or refine steps)", deterministic=True),
+    _metric("total_prompt_tokens", "tokens", "prompt tokens over all stages", deterministic=True),
+    _metric("total_output_tokens", "tokens", "generated tokens over all stages", deterministic=True),
+    _info(
+        "stage_timings",
+        "",
+        "per stage, JSON [[name, prompt_tokens, output_tokens, ttft_s, e2e_s], ...] (empty for one-call samples)",
+    ),
+    _metric(
+        "kv_cache_mb",
+        "MiB",
+        "KV-cache size at the loaded n_ctx: n_ctx x layers x (K + V dims per layer) x 2 bytes (f16), from the "
+        "GGUF metadata; empty for other formats",
+        deterministic=True,
+    ),
     # --- fleet (harness.fleet) -------------------------------------------------------------------
     _id("device", "", "fleet device that ran the sample (`harness fleet worker --device`); empty on a single machine"),
 )

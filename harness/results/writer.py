@@ -1,25 +1,41 @@
-"""Run directory writer. Every row is flushed to disk as soon as it is complete, so an interrupted or
+"""Run directory writer. Every row is on disk (fsynced) as soon as it is complete, so an interrupted or
 crashed run keeps every finished sample.
 
     <out>/<run_id>/results.csv      one row per model x talk x repeat (schema.COLUMNS)
     <out>/<run_id>/summaries.jsonl  generated text per row, with references and source for re-scoring
     <out>/<run_id>/summary.csv      per model x talk aggregate over repeats (written at the end)
-    <out>/<run_id>/run.json         configuration, environment, models, overhead
+    <out>/<run_id>/run.json         configuration, environment, models, overhead, status
+
+A row goes to both files as one unit: JSONL line first, CSV line last (the commit), rolled back together
+on any write error, so the two files always hold the same rows -- see `harness.results.durable` for the
+design and what a hard kill can leave (at most one uncommitted JSONL line, trimmed by `reopen`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import math
-import os
 import secrets
+import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
+from harness.interrupts import signals_deferred
+from harness.results.durable import (
+    AppendOnlyFile,
+    SpaceReserve,
+    committed_csv_text,
+    write_failed,
+)
+from harness.results.layout import RESULTS_CSV, RUN_JSON, SUMMARIES_JSONL
 from harness.results.schema import COLUMNS
+
+RESERVE = ".space-reserve"
 
 
 def new_run_id() -> str:
@@ -38,44 +54,155 @@ def format_cell(value: Any) -> str:
     return str(value)
 
 
+def _csv_line(values: list[str]) -> bytes:
+    buf = io.StringIO(newline="")
+    csv.writer(buf).writerow(values)
+    return buf.getvalue().encode("utf-8")
+
+
 class RunWriter:
-    def __init__(self, out_dir: Path, run_id: str | None = None) -> None:
-        self.run_id = run_id or new_run_id()
-        self.dir = out_dir / self.run_id
+    """Writes one run directory. `RunWriter(out)` starts a new one; `RunWriter.reopen(dir)` appends to an
+    existing one (`harness run --resume`)."""
+
+    def __init__(self, out_dir: Path, run_id: str | None = None, *, _existing: Path | None = None) -> None:
+        if _existing is not None:
+            self.dir = _existing
+            self.run_id = _existing.name
+        else:
+            self.run_id = run_id or new_run_id()
+            self.dir = out_dir / self.run_id
+        self.csv_path = self.dir / RESULTS_CSV
+        self.summaries_path = self.dir / SUMMARIES_JSONL
+        self.run_json_path = self.dir / RUN_JSON
+        self.rows_written = 0
+        if _existing is None:
+            self._create()
+        else:
+            self._open_existing()
+        self._reserve = SpaceReserve(self.dir / RESERVE)
+
+    # -- opening ---------------------------------------------------------------------------------------
+    def _create(self) -> None:
         try:
             self.dir.mkdir(parents=True, exist_ok=False)
         except FileExistsError:
             raise HarnessError(f"run directory {self.dir} already exists; pick another --out") from None
         except OSError as exc:
-            raise HarnessError(
-                f"cannot create run directory {self.dir}: {exc.strerror}; check --out"
-            ) from None
-        self.csv_path = self.dir / "results.csv"
-        self.summaries_path = self.dir / "summaries.jsonl"
-        self.run_json_path = self.dir / "run.json"
-        self._csv_fh = self.csv_path.open("w", newline="", encoding="utf-8")
-        self._csv = csv.DictWriter(self._csv_fh, fieldnames=list(COLUMNS), extrasaction="raise")
-        self._csv.writeheader()
-        self._csv_fh.flush()
-        self._jsonl_fh = self.summaries_path.open("w", encoding="utf-8")
-        self.rows_written = 0
+            if exc.errno in (28, 122):
+                raise write_failed(self.dir, exc, "nothing was written") from None
+            raise HarnessError(f"cannot create run directory {self.dir}: {exc.strerror}; check --out") from None
+        try:
+            self._csv = AppendOnlyFile(self.csv_path, create=True)
+            self._jsonl = AppendOnlyFile(self.summaries_path, create=True)
+            self._csv.append(_csv_line(list(COLUMNS)))
+            self._csv.sync()
+            self._csv.commit()
+        except OSError as exc:
+            # A disk already full at start: leave nothing behind but the one-line error.
+            path = Path(exc.filename) if exc.filename else self.dir
+            err = write_failed(path, exc, "nothing was written")
+            self._remove_dir()
+            raise err from None
 
+    def _open_existing(self) -> None:
+        if not self.csv_path.is_file():
+            raise HarnessError(f"{self.dir}: no {RESULTS_CSV}; --resume needs a run directory written by harness run")
+        text = committed_csv_text(self.csv_path, warn=lambda _m: None)
+        rows = max(0, sum(1 for _ in csv.reader(io.StringIO(text, newline=""))) - 1)
+        if not text:
+            raise HarnessError(f"{self.csv_path}: no header; this run directory cannot be resumed, start a new run")
+        keep_jsonl = 0
+        if self.summaries_path.is_file():
+            with self.summaries_path.open("rb") as fh:
+                for n, line in enumerate(fh):
+                    if n >= rows or not line.endswith(b"\n"):
+                        break
+                    keep_jsonl += len(line)
+        try:
+            self._csv = AppendOnlyFile(self.csv_path, create=False)
+            self._csv.truncate_to(len(text.encode("utf-8")))
+            if not self.summaries_path.exists():
+                self.summaries_path.touch()
+            self._jsonl = AppendOnlyFile(self.summaries_path, create=False)
+            self._jsonl.truncate_to(keep_jsonl)
+        except OSError as exc:
+            raise write_failed(Path(exc.filename or self.dir), exc) from None
+        self.rows_written = rows
+
+    @classmethod
+    def reopen(cls, run_dir: Path) -> RunWriter:
+        """Append to an existing run: a torn last row, and JSONL lines past the CSV's rows, are trimmed."""
+        return cls(run_dir.parent, _existing=run_dir)
+
+    def _remove_dir(self) -> None:
+        for fh in (getattr(self, "_csv", None), getattr(self, "_jsonl", None)):
+            if fh is not None:
+                with contextlib.suppress(OSError):
+                    fh.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    # -- writing ---------------------------------------------------------------------------------------
     def write_row(self, row: dict[str, Any], summary: dict[str, Any]) -> None:
+        """Append one row to results.csv and summaries.jsonl as one unit; `WriteFailed` leaves neither."""
         unknown = set(row) - set(COLUMNS)
         if unknown:
             raise ValueError(f"row has columns not in the schema: {sorted(unknown)}")
-        self._csv.writerow({c: format_cell(row.get(c)) for c in COLUMNS})
-        self._jsonl_fh.write(json.dumps(summary, ensure_ascii=False) + "\n")
-        for fh in (self._csv_fh, self._jsonl_fh):
-            fh.flush()
-            os.fsync(fh.fileno())
+        csv_bytes = _csv_line([format_cell(row.get(c)) for c in COLUMNS])
+        jsonl_bytes = (json.dumps(summary, ensure_ascii=False) + "\n").encode("utf-8")
+        with signals_deferred():
+            target = self._jsonl
+            try:
+                self._jsonl.append(jsonl_bytes)
+                self._jsonl.sync()
+                target = self._csv
+                self._csv.append(csv_bytes)
+                self._csv.sync()
+            except OSError as exc:
+                for fh in (self._csv, self._jsonl):
+                    with contextlib.suppress(OSError):
+                        fh.rollback()
+                self._reserve.release()  # room for run.json's final status
+                raise write_failed(
+                    target.path, exc, f"the {self.rows_written} row(s) before it are kept in {self.dir}"
+                ) from None
+            self._jsonl.commit()
+            self._csv.commit()
         self.rows_written += 1
 
-    def write_run_json(self, record: dict[str, Any]) -> None:
+    def write_run_json(self, record: Any) -> None:
+        """Replace run.json atomically (temp file + rename). `record` is a dict or has `to_dict()`.
+        On a full disk the space reserve is released and the write retried once."""
+        data = record.to_dict() if hasattr(record, "to_dict") else record
+        text = json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n"
         tmp = self.run_json_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(record, ensure_ascii=False, indent=2, default=str) + "\n", encoding="utf-8")
-        tmp.replace(self.run_json_path)
+        for attempt in (0, 1):
+            try:
+                with signals_deferred():
+                    tmp.write_text(text, encoding="utf-8")
+                    tmp.replace(self.run_json_path)
+                return
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+                if attempt == 0 and self._reserve.release():
+                    continue
+                raise write_failed(self.run_json_path, exc) from None
+
+    def release_reserve(self) -> None:
+        """Hand the space reserve back (a failed run uses it for summary files and run.json)."""
+        self._reserve.release()
 
     def close(self) -> None:
-        self._csv_fh.close()
-        self._jsonl_fh.close()
+        for fh in (self._csv, self._jsonl):
+            with contextlib.suppress(OSError):
+                fh.close()
+        self._reserve.release()
+
+    def discard_if_empty(self) -> bool:
+        """Remove a new run directory that has no rows (a run that failed before its first sample)."""
+        if self.rows_written:
+            return False
+        self._reserve.release()
+        self._remove_dir()
+        return True
+

@@ -13,6 +13,8 @@ from harness.scenarios.base import Scenario
 
 SCENARIO_MODULES: dict[str, str] = {
     "summarize": "harness.scenarios.summarize",
+    "map-reduce": "harness.scenarios.long_document",
+    "refine": "harness.scenarios.long_document",
 }
 
 

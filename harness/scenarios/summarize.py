@@ -80,7 +80,10 @@ class SummarizeScenario(Scenario):
     def generate(self, prompt: PreparedPrompt, max_new_tokens: int | None = None) -> GenerationResult:
         cap = max_new_tokens or self.config.max_new_tokens
         request = GenerationRequest(
-            prompt_ids=prompt.ids, max_new_tokens=cap, min_new_tokens=min(self.config.min_new_tokens, cap)
+            prompt_ids=prompt.ids,
+            max_new_tokens=cap,
+            min_new_tokens=min(self.config.min_new_tokens, cap),
+            prompt=prompt.rendered,
         )
         return self.backend.generate(request)
 

@@ -25,7 +25,7 @@ from harness.scoring.signals import (
     novel_ngram_share,
     repetition_rate,
 )
-from harness.scoring.stats import ScoreCI, bootstrap_ci
+from harness.scoring.stats import ScoreCI, holm, t_interval
 from harness.scoring.tokenizers import LANGS, TOKENIZERS, resolve_tokenizer, tokenize_cached
 
 SIGNAL_KEYS: tuple[str, ...] = (
@@ -43,9 +43,10 @@ __all__ = [
     "SCORE_KEYS",
     "TOKENIZERS",
     "ScoreCI",
-    "bootstrap_ci",
     "detect_language",
+    "holm",
     "score_summary",
+    "t_interval",
 ]
 
 

@@ -24,8 +24,7 @@ from collections.abc import Callable
 from functools import cache, lru_cache
 from typing import Protocol
 
-from harness.errors import HarnessError
-from harness.registry import unknown
+from harness.errors import HarnessError, unknown
 
 # Scripts written without spaces between words, scored one character per token: CJK Unified Ideographs
 # (+ Extension A, compatibility block, supplementary planes B-G) and Japanese kana.

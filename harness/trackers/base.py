@@ -33,7 +33,7 @@ class TrackerContext:
 
     threads: int
     measure_bandwidth: bool = True
-    sample_interval_s: float = 0.01
+    sample_interval_s: float | None = None  # None = the memory sampler's own choice (1 s with VmHWM)
 
 
 @dataclass

@@ -1,12 +1,14 @@
 """Memory of the worker process, observed from the parent.
 
-The parent polls the worker's RSS (/proc/PID/statm on Linux, psutil elsewhere) every `interval_s`
-(default 10 ms) from a thread that sleeps between polls -- on a 2-core machine a busy loop here would
-steal the model's core. Polling can
-miss a spike shorter than the interval, so on Linux the kernel's exact high-water mark (VmHWM in
-/proc/PID/status) is read too, and reset before each sample through /proc/PID/clear_refs ("5"); the
-reported peak is the larger of the two. USS/PSS need a walk of /proc/PID/smaps, too slow for 100 Hz, so
-they are read once at the end of each sample.
+On Linux the peak comes from the kernel: its exact high-water mark of the worker's RSS (VmHWM in
+/proc/PID/status), reset before each sample through /proc/PID/clear_refs ("5") and read after it. Polling
+is then only a cross-check, so it runs rarely (every 1 s by default): each wake of the sampler thread
+takes a core for ~0.1 ms, and when the engine runs as many threads as there are cores, llama.cpp's
+threads meet at a barrier after every operation -- one preempted thread stalls all of them, so 100 Hz
+polling measurably slowed decode on a 2-core machine. Where VmHWM cannot be reset (other systems, old
+kernels), the parent polls RSS (/proc/PID/statm or psutil) every 10 ms and the peak is the polled maximum,
+which can miss a spike shorter than the interval. `interval_s` overrides either default. USS/PSS need a
+walk of /proc/PID/smaps, so they are read once at the end of each sample.
 
 The sampler's own CPU time (`cpu_s`) and poll count are recorded in run.json so its cost is visible.
 """
@@ -72,12 +74,32 @@ def reset_hwm(pid: int) -> bool:
         return False
 
 
-class MemorySampler:
-    """Polls one process's RSS in a background thread; `start_window`/`end_window` bracket a sample."""
+POLL_INTERVAL_WITH_HWM_S = 1.0  # VmHWM gives the exact peak; polls only cross-check it
+POLL_INTERVAL_WITHOUT_HWM_S = 0.01  # the polled maximum is the peak
 
-    def __init__(self, pid: int, interval_s: float = 0.01) -> None:
+
+def hwm_resettable(pid: int) -> bool:
+    """Whether the kernel's peak-RSS counter of `pid` can be read and reset (Linux >= 4.0, same user)."""
+    return (
+        sys.platform.startswith("linux")
+        and read_hwm_bytes(pid) is not None
+        and os.access(f"/proc/{pid}/clear_refs", os.W_OK)
+    )
+
+
+class MemorySampler:
+    """Polls one process's RSS in a background thread; `start_window`/`end_window` bracket a sample.
+
+    `interval_s` None picks the poll interval: 1 s where the kernel's VmHWM gives the exact peak, else
+    10 ms. The interval used is `interval_s` after construction, and `hwm` says whether VmHWM is used.
+    """
+
+    def __init__(self, pid: int, interval_s: float | None = None) -> None:
         self.pid = pid
-        self.interval_s = interval_s
+        self.hwm = hwm_resettable(pid)
+        if interval_s is None:
+            interval_s = POLL_INTERVAL_WITH_HWM_S if self.hwm else POLL_INTERVAL_WITHOUT_HWM_S
+        self.interval_s = float(interval_s)
         self._proc = psutil.Process(pid)
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -125,9 +147,12 @@ class MemorySampler:
                 self._window_polls += 1
                 self._window_peak = max(self._window_peak, rss)
             self.cpu_s = time.thread_time() - cpu0
-            # Plain sleep: cheaper to wake from than Event.wait (measured ~80 vs ~120 us CPU per wake here),
-            # and stop() waits at most one interval.
-            time.sleep(self.interval_s)
+            if self.interval_s >= 0.1:
+                self._stop.wait(self.interval_s)  # long waits: stop() must not wait them out
+            else:
+                # Plain sleep: cheaper to wake from than Event.wait (measured ~80 vs ~120 us CPU per wake
+                # here), and stop() waits at most one interval.
+                time.sleep(self.interval_s)
         self.cpu_s = time.thread_time() - cpu0
         if self._fd is not None:
             os.close(self._fd)

@@ -1,0 +1,71 @@
+"""`harness fleet worker`: make this device part of a fleet (see harness.fleet and README "A fleet of devices")."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _tags(value: str) -> list[str]:
+    return [t.strip() for t in value.split(",") if t.strip()]
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "fleet",
+        help="run the benchmark across devices: `fleet worker` joins this device to a Dask scheduler",
+        description="A fleet is a Dask scheduler (`dask scheduler`), one `harness fleet worker` per device, and "
+        "`harness run --fleet tcp://HOST:8786` on any machine to plan, run and merge.",
+    )
+    fleet_sub = p.add_subparsers(dest="fleet_command", metavar="SUBCOMMAND", required=True)
+    w = fleet_sub.add_parser(
+        "worker",
+        help="join this device to the fleet's scheduler and run the jobs planned for it, one at a time",
+        description="Start a Dask worker with one thread and the resources device-NAME (+ tag-T per tag), and "
+        "publish this device's fingerprint (CPU, cores, RAM, OS, accelerators, ONNX Runtime providers, "
+        "llama.cpp features, harness version) to the scheduler. Runs until Ctrl-C.",
+    )
+    w.add_argument("--scheduler", required=True, metavar="tcp://HOST:PORT", help="address `dask scheduler` printed")
+    w.add_argument("--device", required=True, metavar="NAME", help="this device's name in the fleet (unique)")
+    w.add_argument(
+        "--tags",
+        type=_tags,
+        default=[],
+        metavar="T[,T…]",
+        help="labels to select devices by: --devices tag:T (default: none)",
+    )
+    w.add_argument(
+        "--memory-limit",
+        metavar="SIZE",
+        help="refuse models whose weights exceed SIZE (e.g. 6GB, 512MiB; default: this machine's RAM)",
+    )
+    w.add_argument(
+        "--death-timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="give up when the scheduler cannot be reached for SECONDS (default 60)",
+    )
+    w.set_defaults(func=_worker)
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from harness.errors import HarnessError
+    from harness.fleet import require_dask
+
+    require_dask()
+    from harness.fleet.worker import serve
+
+    limit = None
+    if args.memory_limit:
+        from dask.utils import parse_bytes
+
+        try:
+            limit = int(parse_bytes(args.memory_limit))
+        except ValueError:
+            raise HarnessError(
+                f'--memory-limit "{args.memory_limit}" is not a size; write e.g. 6GB or 512MiB'
+            ) from None
+        if limit <= 0:
+            raise HarnessError("--memory-limit must be more than 0")
+    serve(args.scheduler, args.device, args.tags, limit, args.death_timeout, echo=lambda line: print(line, flush=True))
+    return 0

@@ -1,0 +1,268 @@
+"""run.json as a type: the runner writes a `RunRecord`, and `compare` and `report` read one back.
+
+Readers get attributes (`record.environment.cpu.description()`, `record.models["m"].n_ctx`) instead of
+string paths into nested dicts. Loading is tolerant, because run.json files outlive harness versions:
+
+- a key this version does not know is kept in the `extra` dict of the object it was found in and written
+  back unchanged by `to_dict()`, so nothing a newer harness (or a tracker) recorded is lost;
+- a key that is missing takes its default (None, empty); an older run.json (no `schema_version`, i.e.
+  version 1) gets `status` "complete" when it has `finished_at`, else "interrupted" (the runner rewrote it
+  after each model, so a crash left no `finished_at`), and `planned_samples` from its config.
+
+Values are taken as written (no coercion): the types say what the harness writes.
+"""
+
+from __future__ import annotations
+
+import json
+import types
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from harness.errors import HarnessError
+from harness.results.layout import RUN_JSON
+
+SCHEMA_VERSION = 2  # 1 = run.json before the field existed
+Status = Literal["complete", "interrupted", "failed", "running"]
+STATUSES: tuple[str, ...] = typing.get_args(Status)
+
+T = TypeVar("T")
+
+
+@dataclass
+class CpuInfo:
+    brand: str | None = None
+    arch: str | None = None
+    vendor: str | None = None
+    family: int | str | None = None
+    model: int | str | None = None
+    stepping: int | str | None = None
+    microcode: str | None = None
+    hz_advertised: str | None = None
+    flags: list[str] = field(default_factory=list)
+    l2_cache_size: int | str | None = None
+    l3_cache_size: int | str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # e.g. ARM implementer/part/variant/revision
+
+    def description(self) -> str:
+        """One line for people: the brand, plus vendor/family/model/stepping and microcode where known."""
+        from harness.env import cpu_description
+
+        return cpu_description(to_dict(self))
+
+    def identity(self) -> str:
+        """What tells two CPUs apart for like-for-like: vendor + family/model/stepping where both are known
+        (a VM's brand may be only "AMD EPYC"), else the brand."""
+        if self.family is not None and self.model is not None:
+            parts = [self.vendor, f"family {self.family}", f"model {self.model}"]
+            if self.stepping is not None:
+                parts.append(f"stepping {self.stepping}")
+            return " ".join(str(p) for p in parts if p)
+        return self.brand or ""
+
+
+@dataclass
+class OnnxRuntimeInfo:
+    version: str | None = None
+    providers: list[str] = field(default_factory=list)
+    genai_version: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Environment:
+    harness_version: str | None = None
+    git_commit: str | None = None
+    cpu: CpuInfo = field(default_factory=CpuInfo)
+    cores_physical: int | None = None
+    cores_logical: int | None = None
+    cpu_affinity: int | None = None
+    ram_gb: float | None = None
+    os: str | None = None
+    kernel: str | None = None
+    platform: str | None = None
+    python: str | None = None
+    packages: dict[str, str | None] = field(default_factory=dict)
+    llama_cpp_system_info: str | None = None
+    onnxruntime: OnnxRuntimeInfo | None = None
+    memory_bandwidth_gbs: float | None = None
+    trackers: dict[str, dict[str, Any]] = field(default_factory=dict)  # Tracker.environment() by name
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def installed_packages(self) -> dict[str, str]:
+        """Package versions, leaving out those not installed (older run.json files list them as None)."""
+        return {k: v for k, v in self.packages.items() if v}
+
+
+@dataclass
+class RunConfig:
+    models: list[str] = field(default_factory=list)
+    talks: list[str] = field(default_factory=list)
+    repeats: int | None = None
+    warmup: int | None = None
+    max_new_tokens: int | None = None
+    min_new_tokens: int | None = None
+    threads: int | None = None
+    summary_lang: str | None = None  # "talk" = each talk's own language
+    cooldown_s: float | None = None
+    corpus: str | None = None
+    corpus_sha256: str | None = None
+    no_mmap: bool | None = None
+    flash_attn: bool | None = None
+    n_ctx: int | None = None
+    n_gpu_layers: int | None = None
+    provider: str | None = None
+    offline: bool | None = None
+    sample_interval_s: float | None = None
+    scenario: str | None = None
+    order: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def mmap(self) -> bool | None:
+        return None if self.no_mmap is None else not self.no_mmap
+
+
+@dataclass
+class ModelRecord:
+    backend: str | None = None
+    quant: str | None = None
+    source: str | None = None
+    files: list[str] = field(default_factory=list)
+    size_bytes: int | None = None
+    sha256: str | None = None
+    provenance: Any = None
+    load_s: float | None = None
+    provider: str | None = None
+    n_ctx: int | None = None
+    mmap: bool | None = None
+    engine: dict[str, Any] = field(default_factory=dict)
+    engine_system_info: dict[str, Any] = field(default_factory=dict)
+    load_peak_rss_mb: float | None = None
+    warmup_s: float | None = None
+    warmup_runs: int | None = None
+    sampler: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # tracker reports and anything newer
+
+
+@dataclass
+class Overhead:
+    wall_s: float | None = None
+    engine_s: float | None = None
+    harness_s: float | None = None
+    note: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunRecord:
+    schema_version: int = SCHEMA_VERSION
+    run_id: str = ""
+    harness_version: str | None = None
+    git_commit: str | None = None
+    command: list[str] = field(default_factory=list)
+    status: Status | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    planned_samples: int | None = None
+    written_rows: int | None = None
+    config: RunConfig = field(default_factory=RunConfig)
+    environment: Environment = field(default_factory=Environment)
+    models: dict[str, ModelRecord] = field(default_factory=dict)
+    prompts: dict[str, str] = field(default_factory=dict)  # template file name -> sha256 prefix
+    warnings: list[str] = field(default_factory=list)
+    overhead: Overhead | None = None
+    summary: dict[str, Any] | None = None  # harness.results.summary.RunSummary.run_json
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunRecord:
+        record = _build(cls, data)
+        if "schema_version" not in data:
+            record.schema_version = 1
+        if record.status is None:
+            record.status = "complete" if record.finished_at else "interrupted"
+        if record.planned_samples is None:
+            planned = record.config.extra.get("planned_samples")
+            if isinstance(planned, int):
+                record.planned_samples = planned
+            elif record.config.models and record.config.talks and record.config.repeats:
+                record.planned_samples = len(record.config.models) * len(record.config.talks) * record.config.repeats
+        return record
+
+    @classmethod
+    def load(cls, path: str | Path) -> RunRecord:
+        """Read run.json (or the run.json of a run directory); a malformed file is a one-line HarnessError."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / RUN_JSON
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise HarnessError(f"{path}: cannot read ({exc.strerror}); pass a run directory with a run.json") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            what = f"{exc.msg}, line {exc.lineno}" if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
+            raise HarnessError(
+                f"{path}: not valid JSON ({what}); delete or fix it to compare without it"
+            ) from None
+        if not isinstance(data, dict):
+            raise HarnessError(f"{path}: expected a JSON object; delete or fix it to compare without it")
+        return cls.from_dict(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict: today's run.json keys plus schema_version, status, planned_samples and
+        written_rows; unknown keys read from an older or newer file come back where they were."""
+        return to_dict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False, indent=2, default=str) + "\n"
+
+    def prompt_shas(self) -> list[str]:
+        return sorted(str(v) for v in self.prompts.values())
+
+
+# --- tolerant conversion between the dataclasses and plain dicts ---------------------------------------
+
+
+def _dataclass_in(tp: Any) -> type | None:
+    """The dataclass a field holds directly or as Optional[...]; None otherwise."""
+    if isinstance(tp, type) and is_dataclass(tp):
+        return tp
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        found = [a for a in typing.get_args(tp) if isinstance(a, type) and is_dataclass(a)]
+        return found[0] if len(found) == 1 else None
+    return None
+
+
+def _convert(tp: Any, value: Any) -> Any:
+    cls = _dataclass_in(tp)
+    if cls is not None:
+        return _build(cls, value) if isinstance(value, dict) else (None if value is None else value)
+    if typing.get_origin(tp) is dict and isinstance(value, dict):
+        inner = _dataclass_in(typing.get_args(tp)[1])
+        if inner is not None:
+            return {k: _build(inner, v) if isinstance(v, dict) else v for k, v in value.items()}
+    return value
+
+
+def _build(cls: type[T], data: dict[str, Any]) -> T:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    kwargs = {k: _convert(hints[k], v) for k, v in data.items() if k in names and k != "extra"}
+    kwargs["extra"] = {k: v for k, v in data.items() if k not in names or k == "extra"}
+    return cls(**kwargs)
+
+
+def to_dict(obj: Any) -> Any:
+    """A record (or any part of one) as plain dicts and lists, declared fields first, then its extras."""
+    if is_dataclass(obj) and not isinstance(obj, type):
+        out = {f.name: to_dict(getattr(obj, f.name)) for f in fields(obj) if f.name != "extra"}
+        out.update(to_dict(getattr(obj, "extra", {})))
+        return out
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    return obj

@@ -1,0 +1,172 @@
+"""`harness run --resume RUN_DIR`: complete an interrupted (or failed) run in its own directory.
+
+Why: a long run stopped by SIGTERM, Ctrl-C, a full disk or a power cut has rows worth keeping; running
+it again from scratch wastes them, and a second directory would split one measurement in two.
+
+Rules (README, "Failures and interruptions"):
+
+- The configuration is the run's own: the command line recorded in run.json is parsed again (in the
+  working directory it was started from), so a resumed run cannot silently differ from the original.
+  Options other than --resume are refused.
+- Refused when the code version (harness version or git commit), the models (ids or weight sha256), the
+  corpus (sha256) or the plan (talks, repeats, number of samples) changed, when the run is complete, or
+  while the process that started it is still alive.
+- Every planned sample that already has a row -- `ok` or `error` -- is skipped, matched by its position
+  in the plan (`sample_seq`) and checked against its model, talk and repeat. Error rows are results
+  (a timeout, a crash, an exception) and are not retried: the resumed run ends with exactly one row per
+  planned sample. To retry failed samples, start a new run with the same options.
+  A sample that was running when the run stopped has no row (an interrupt never writes one) and runs.
+- Rows are appended; a torn last row left by a hard kill is trimmed first (`RunWriter.reopen`).
+  run.json keeps its record and gains one entry per resume under `resumes` (when, how many rows were
+  there, the signal or failure that stopped the previous attempt).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.errors import HarnessError
+from harness.results.durable import committed_csv_text
+from harness.results.layout import RESULTS_CSV, RUN_JSON
+
+RowKey = tuple[str, str, int]  # model, talk_id, repeat
+
+
+@dataclass
+class ResumeState:
+    dir: Path
+    record: dict[str, Any]  # run.json as written by the interrupted run
+    done: dict[int, RowKey] = field(default_factory=dict)  # sample_seq -> what the row at it holds
+
+    @property
+    def argv(self) -> list[str]:
+        """The original `harness run` arguments (after the command name)."""
+        return run_arguments(self.record.get("command") or [], self.dir)
+
+    @property
+    def cwd(self) -> Path | None:
+        cwd = self.record.get("cwd")
+        return Path(cwd) if isinstance(cwd, str) else None
+
+
+def run_arguments(command: list[str], where: Path) -> list[str]:
+    """The arguments after `run` in a recorded command line (argv of `python -m harness run ...`)."""
+    if "run" not in command:
+        raise HarnessError(f"{where / RUN_JSON}: no `run` command line recorded; this run cannot be resumed")
+    return list(command[command.index("run") + 1 :])
+
+
+def load_state(run_dir: Path) -> ResumeState:
+    """What `--resume RUN_DIR` continues from; a one-line HarnessError when it cannot be resumed."""
+    import json
+
+    if not run_dir.is_dir():
+        raise HarnessError(f"--resume {run_dir}: no such run directory; pass results/<run_id>")
+    path = run_dir / RUN_JSON
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise HarnessError(f"--resume {run_dir}: cannot read {RUN_JSON} ({exc}); this run cannot be resumed") from None
+    if not isinstance(record, dict):
+        raise HarnessError(f"--resume {run_dir}: {RUN_JSON} is not a run record")
+    status = record.get("status")
+    if status == "complete":
+        raise HarnessError(f"--resume {run_dir}: the run is already complete; nothing to resume")
+    pid = record.get("pid")
+    if status == "running" and isinstance(pid, int) and pid != os.getpid() and _alive(pid):
+        raise HarnessError(f"--resume {run_dir}: the run is still going (process {pid}); stop it first")
+    state = ResumeState(run_dir, record)
+    state.done = rows_done(run_dir)
+    return state
+
+
+def _alive(pid: int) -> bool:
+    try:
+        import psutil
+
+        proc = psutil.Process(pid)
+        return proc.status() != psutil.STATUS_ZOMBIE and "harness" in " ".join(proc.cmdline())
+    except Exception:
+        return False
+
+
+def rows_done(run_dir: Path) -> dict[int, RowKey]:
+    """sample_seq -> (model, talk, repeat) of every complete row of results.csv."""
+    csv_path = run_dir / RESULTS_CSV
+    if not csv_path.is_file():
+        return {}
+    done: dict[int, RowKey] = {}
+    for row in csv.DictReader(io.StringIO(committed_csv_text(csv_path, warn=lambda _m: None))):
+        try:
+            seq = int(row.get("sample_seq") or "")
+            key = (row["model"], row["talk_id"], int(row["repeat"]))
+        except (KeyError, ValueError):
+            raise HarnessError(
+                f"--resume {run_dir}: {RESULTS_CSV} has a row without sample_seq/model/talk_id/repeat; "
+                "it was written by an older harness and cannot be resumed"
+            ) from None
+        if seq in done:
+            raise HarnessError(f"--resume {run_dir}: {RESULTS_CSV} has two rows for sample {seq}; fix it by hand")
+        done[seq] = key
+    return done
+
+
+# What must not change between the interrupted run and its resumption, and how to name it.
+SAME_CONFIG = {
+    "models": "the models",
+    "talks": "the talks",
+    "repeats": "--repeats",
+    "corpus_sha256": "the corpus (sha256)",
+    "planned_samples": "the plan (number of samples)",
+}
+
+
+def check_same(old: dict[str, Any], new: dict[str, Any], run_dir: Path) -> None:
+    """Refuse to resume when the code or the configuration differs from the recorded run."""
+    for key, label in (("harness_version", "the harness version"), ("git_commit", "the code (git commit)")):
+        if old.get(key) != new.get(key):
+            raise HarnessError(
+                f"--resume {run_dir}: {label} changed ({old.get(key)} -> {new.get(key)}); figures from two "
+                "code versions must not mix: start a new run"
+            )
+    old_cfg, new_cfg = old.get("config") or {}, new.get("config") or {}
+    for key, label in SAME_CONFIG.items():
+        if key in old_cfg and old_cfg.get(key) != new_cfg.get(key):
+            raise HarnessError(
+                f"--resume {run_dir}: {label} changed since the run started ({_short(old_cfg.get(key))} -> "
+                f"{_short(new_cfg.get(key))}); start a new run"
+            )
+
+
+def check_weights(model_id: str, recorded: str | None, actual: str | None, run_dir: Path) -> None:
+    if recorded and actual and recorded != actual:
+        raise HarnessError(
+            f"--resume {run_dir}: the weights of {model_id} changed (sha256 {recorded[:12]}… -> {actual[:12]}…); "
+            "start a new run"
+        )
+
+
+def check_row(seq: int, planned: RowKey, done: RowKey, run_dir: Path) -> None:
+    if planned != done:
+        raise HarnessError(
+            f"--resume {run_dir}: sample {seq} is {'/'.join(map(str, done))} in {RESULTS_CSV} but "
+            f"{'/'.join(map(str, planned))} in the plan; the plan changed: start a new run"
+        )
+
+
+def resume_hint(run_dir: Path) -> str:
+    return f"python -m harness run --resume {shlex.quote(str(run_dir))}"
+
+
+def _short(value: Any) -> str:
+    text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+    return text if len(text) <= 40 else text[:39] + "…"
+
+
+__all__ = ["ResumeState", "check_row", "check_same", "check_weights", "load_state", "resume_hint", "rows_done"]

@@ -1,0 +1,205 @@
+"""The run's serving options in one place: `--via` (a managed local server per model), `--server-pid` (whose
+memory to watch for an external endpoint), `--concurrency` and `--slo` (load levels after a model's samples).
+
+Why a module of its own: the runner stays orchestration. For each model it asks `Serving.start` what to run
+(the entry's own backend, or the `openai` backend against a server started here) and which process the trackers
+watch, `Serving.check_alive` after a failed sample (a dead server fails the model's remaining samples at once),
+and `Serving.finish` at the model's end (load levels, then the server stops).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from harness.backends import backend_class
+from harness.backends.base import BackendOptions
+from harness.backends.llama_cpp import LlamaCppBackend
+from harness.backends.openai_http import EndpointConfig, OpenAIHttpBackend
+from harness.corpus import Talk
+from harness.errors import HarnessError
+from harness.load import DEFAULT_SLO, LoadClient, LoadRequest, Slo, parse_concurrency, parse_slo, run_load
+from harness.models.registry import ModelEntry
+from harness.prompts import PromptTemplate
+from harness.scenarios.summarize import SummarizeConfig, SummarizeScenario
+from harness.servers import ManagedServer, ServerSettings, server_class, server_names
+from harness.servers.base import local_server_pid
+
+Printer = Callable[[str], None]
+
+
+@dataclass
+class ServedModel:
+    """How one model is reached over HTTP in this run."""
+
+    entry: ModelEntry
+    options: BackendOptions  # the openai backend's options (flags = its endpoint)
+    pid: int | None  # the process the trackers watch; None = not on this machine / not found
+    server: ManagedServer | None = None  # started here (--via), stopped by finish()
+    load_s: float | None = None  # --via: server start -> answering (its model load)
+    record: dict[str, Any] = field(default_factory=dict)  # for run.json models.<id>.serving
+
+    @property
+    def backend_ref(self) -> str:
+        return f"{OpenAIHttpBackend.__module__}:{OpenAIHttpBackend.__qualname__}"
+
+
+class Serving:
+    def __init__(
+        self,
+        via: str | None,
+        server_pid: int | None,
+        concurrency: str | None,
+        slo: str | None,
+        entries: Sequence[ModelEntry],
+        server_ready_timeout_s: float = 120.0,
+    ) -> None:
+        self.via = via
+        self.server_pid = server_pid
+        self.levels = parse_concurrency(concurrency) if concurrency else []
+        self.slo: Slo = parse_slo(slo) if slo else DEFAULT_SLO
+        self.ready_timeout_s = server_ready_timeout_s
+        if via is not None:
+            server_class(via).preflight()  # unknown name or not installed: one line naming the fix
+            wrong = [e.id for e in entries if e.backend != LlamaCppBackend.name]
+            if wrong:
+                raise HarnessError(
+                    f"--via {via} serves GGUF weights of llama_cpp entries; {', '.join(wrong)} "
+                    f"{'is' if len(wrong) == 1 else 'are'} not (servers: {', '.join(server_names())})"
+                )
+        elif slo and not self.levels:
+            raise HarnessError("--slo applies to --concurrency levels; add --concurrency 1,2,4")
+        http = via is not None or any(e.backend == OpenAIHttpBackend.name for e in entries)
+        if self.levels and not http:
+            raise HarnessError("--concurrency needs a server: add --via llama-cpp-server or use an openai entry")
+        if server_pid is not None and (via is not None or not http):
+            raise HarnessError("--server-pid is for openai entries (external servers); --via knows its server's pid")
+
+    def applies(self, entry: ModelEntry) -> bool:
+        return self.via is not None or entry.backend == OpenAIHttpBackend.name
+
+    def start(
+        self, entry: ModelEntry, weights: Path, options: BackendOptions, run_dir: Path, echo: Printer
+    ) -> ServedModel | None:
+        """None for an in-process model; else how to reach it (a --via server is started and ready)."""
+        if not self.applies(entry):
+            return None
+        if self.via is None:
+            return self._external(entry, weights, options, echo)
+        flags = options.flags
+        settings = ServerSettings(
+            model_id=entry.id,
+            weights=weights,
+            threads=options.threads,
+            n_ctx=options.n_ctx,
+            log_path=run_dir / f"server-{entry.id}.log",
+            n_gpu_layers=int(getattr(flags, "n_gpu_layers", 0)),
+            flash_attn=bool(getattr(flags, "flash_attn", False)),
+            use_mmap=bool(getattr(flags, "use_mmap", True)),
+            ready_timeout_s=self.ready_timeout_s,
+        )
+        server = server_class(self.via)(settings)
+        echo(f"   starting {self.via} on {server.url} (log {settings.log_path.name})")
+        atexit.register(server.stop)  # never leave a server behind, whatever ends the run
+        ready_s = server.start()
+        endpoint = server.endpoint()
+        served = ServedModel(
+            entry=entry,
+            options=replace(options, flags=endpoint),
+            pid=server.pid,
+            server=server,
+            load_s=ready_s,
+            record={"via": self.via, "endpoint": endpoint.root, "pid": server.pid, "ready_s": round(ready_s, 3),
+                    "command": server.command(), "log": settings.log_path.name},
+        )  # fmt: skip
+        echo(f"   {self.via} ready in {ready_s:.2f} s (pid {server.pid}); memory columns are the server's")
+        return served
+
+    def _external(self, entry: ModelEntry, weights: Path, options: BackendOptions, echo: Printer) -> ServedModel:
+        flags = options.flags
+        assert isinstance(flags, EndpointConfig)
+        if flags.tokenizer is None and weights.is_file() and weights.suffix == ".gguf":
+            flags = replace(flags, tokenizer=str(weights))  # the entry's own GGUF tokenises prompts locally
+        pid = self.server_pid if self.server_pid is not None else local_server_pid(flags.root)
+        note = (
+            f"--server-pid {pid}"
+            if self.server_pid is not None
+            else f"pid {pid}, found listening on the endpoint's port"
+            if pid is not None
+            else "server process not found on this machine: memory columns are empty (pass --server-pid)"
+        )
+        echo(f"   endpoint {flags.root} ({flags.served_model}); memory: {note}")
+        return ServedModel(entry, replace(options, flags=flags), pid, record={"endpoint": flags.root, "memory": note})
+
+    def trackers(self, served: ServedModel | None, trackers: list[Any]) -> list[Any]:
+        """The trackers to run: without the memory tracker when the server's process is unknown (the worker's
+        memory would be the HTTP client's, not the model's)."""
+        if served is None or served.pid is not None:
+            return trackers
+        return [t for t in trackers if getattr(t, "name", "") != "memory"]
+
+    @staticmethod
+    def check_alive(served: ServedModel | None) -> str | None:
+        """Why the model cannot go on (its managed server exited), or None."""
+        if served is None or served.server is None or served.server.alive:
+            return None
+        code = served.server.process.returncode if served.server.process is not None else None
+        return f"server {served.server.name} (pid {served.pid}) exited with code {code}: {served.server.log_tail(1)}"
+
+    def finish(
+        self,
+        served: ServedModel | None,
+        template: PromptTemplate,
+        talks: Sequence[Talk],
+        repeats: int,
+        scenario: SummarizeConfig,
+        run_dir: Path,
+        echo: Printer,
+    ) -> list[dict[str, Any]]:
+        """The load levels (when asked for and the server still answers), then stop a managed server."""
+        if served is None:
+            return []
+        try:
+            if self.levels and self.check_alive(served) is None:
+                return self._load(served, template, talks, repeats, scenario, run_dir, echo)
+            return []
+        finally:
+            if served.server is not None:
+                served.server.stop()
+
+    def _load(
+        self,
+        served: ServedModel,
+        template: PromptTemplate,
+        talks: Sequence[Talk],
+        repeats: int,
+        scenario: SummarizeConfig,
+        run_dir: Path,
+        echo: Printer,
+    ) -> list[dict[str, Any]]:
+        backend = backend_class(OpenAIHttpBackend.name)(
+            Path(served.options.flags.tokenizer or "."),  # type: ignore[attr-defined]
+            served.options,
+            served.entry.prompt_style,
+        )
+        assert isinstance(backend, OpenAIHttpBackend)
+        try:
+            info = backend.load()
+            fit = SummarizeScenario(backend, template, info, scenario)
+            requests = []
+            for index, (talk, rep) in enumerate((t, r) for r in range(repeats) for t in talks):
+                prepared = fit.prepare(talk.text)
+                requests.append(LoadRequest(index, talk.id, rep, prepared.rendered, len(prepared.ids) or None))
+            client = LoadClient(backend.endpoint, backend.flavor, scenario.max_new_tokens, served.options.n_ctx)
+        except HarnessError as exc:
+            echo(f"   load test skipped: {exc}")
+            return []
+        finally:
+            with contextlib.suppress(Exception):
+                backend.close()
+        echo(f"   load: {len(requests)} requests per level, levels {','.join(map(str, self.levels))}, slo {self.slo}")
+        return run_load(client, requests, self.levels, self.slo, run_dir, served.entry.id, echo)

@@ -1,0 +1,140 @@
+"""The leaderboard: per device, each model's best config, quality/speed/memory side by side, Pareto marked.
+
+A *config* is everything that changes how a model ran besides the model itself: backend, provider,
+quantisation and the settings columns (threads, n_ctx, flash attention, mmap, generation caps, language,
+prompt hash, sweep config id). Over every stored `status=ok` row of a device, each metric of a model x
+config is the mean over talks of the per-talk mean over repeats (talks weigh equally, as in `compare`);
+a metric the schema aggregates by its peak (peak_rss_mb) takes the largest sample instead.
+
+The best config of a model on a device is the first when sorted by the metrics in the order given,
+each in its better direction (ties on the first -- e.g. ROUGE, identical under greedy decoding whatever
+the thread count -- fall to the next). Among the models' best configs on a device, a row is
+Pareto-optimal when no other row is at least as good on every metric and better on one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from harness.errors import HarnessError, unknown
+from harness.results.schema import DIRECTIONS, SPECS
+from harness.store.duck import connect, quote_ident, table_columns
+
+DEFAULT_METRICS: tuple[str, ...] = ("rougeL_f", "decode_tok_s", "peak_rss_mb")
+CONFIG_COLUMNS: tuple[str, ...] = (
+    "backend",
+    "provider",
+    "quant",
+    "config_id",
+    "threads",
+    "n_ctx",
+    "n_gpu_layers",
+    "flash_attn",
+    "mmap",
+    "max_new_tokens",
+    "min_new_tokens",
+    "summary_lang",
+    "prompt_sha",
+)
+
+
+@dataclass
+class Leaderboard:
+    table: pd.DataFrame  # device, model, config columns, metrics, talks, samples, runs, last_run, pareto
+    metrics: list[str]
+    config_columns: list[str]
+
+    def config_text(self, row: pd.Series) -> str:
+        parts = []
+        for col in self.config_columns:
+            value = row[col]
+            if value in ("", None) or (isinstance(value, float) and math.isnan(value)):
+                continue
+            parts.append(str(value) if col in ("backend", "provider", "quant") else f"{col}={value}")
+        return " ".join(parts)
+
+
+def _check_metrics(requested: list[str], available: dict[str, str]) -> list[str]:
+    numeric = [c for c, t in available.items() if t in ("DOUBLE", "FLOAT", "INTEGER", "BIGINT")]
+    out = []
+    for name in requested:
+        if name not in available:
+            raise unknown("metric", name, [c for c in numeric if c in DIRECTIONS])
+        if name not in DIRECTIONS:
+            ranked = ", ".join(c for c in numeric if c in DIRECTIONS)
+            raise HarnessError(f'metric "{name}" has no better direction to rank by; use one of: {ranked}')
+        out.append(name)
+    if not out:
+        raise HarnessError("--metric needs at least one metric, e.g. rougeL_f,decode_tok_s,peak_rss_mb")
+    return list(dict.fromkeys(out))
+
+
+def _norm(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def pareto_mask(values: pd.DataFrame, metrics: list[str]) -> list[bool]:
+    """True where no other row is at least as good on every metric and strictly better on one. A missing
+    value counts as the worst possible, so a row measured on fewer metrics cannot dominate by omission."""
+    signed = pd.DataFrame(
+        {m: values[m].astype(float) * (1.0 if DIRECTIONS[m] == "higher" else -1.0) for m in metrics}
+    ).fillna(-math.inf)
+    rows = signed.to_numpy()
+    mask = []
+    for i, a in enumerate(rows):
+        dominated = any(
+            j != i and (b >= a).all() and (b > a).any() for j, b in enumerate(rows)
+        )
+        mask.append(not dominated)
+    return mask
+
+
+def build(db: Path, metrics: list[str] | None = None, devices: list[str] | None = None) -> Leaderboard:
+    with connect(db, read_only=True) as con:
+        available = table_columns(con, "rows")
+        if not available:
+            raise HarnessError(f"the store {db} has no rows; ingest runs with `harness db ingest RUN_DIR`")
+        metrics = _check_metrics(list(metrics or DEFAULT_METRICS), available)
+        config_cols = [c for c in CONFIG_COLUMNS if c in available]
+        known_devices = [r[0] for r in con.execute("SELECT DISTINCT device FROM rows ORDER BY 1").fetchall()]
+        for name in devices or []:
+            if name not in known_devices:
+                raise unknown("device", name, [d for d in known_devices if d])
+        cols = ", ".join(quote_ident(c) for c in ["device", "model", "run_id", "talk_id", *config_cols, *metrics])
+        where = "status = 'ok'"
+        params: list[Any] = []
+        if devices:
+            where += f" AND device IN ({', '.join('?' * len(devices))})"
+            params += devices
+        df = con.execute(f"SELECT {cols} FROM rows WHERE {where}", params).df()
+    if df.empty:
+        raise HarnessError("no ok rows in the store for these devices; ingest runs with `harness db ingest`")
+    keys = ["device", "model", *config_cols]
+    for k in keys:
+        df[k] = df[k].map(_norm)
+    peak = [m for m in metrics if getattr(SPECS.get(m), "aggregate", "") == "max"]
+    agg = {m: ("max" if m in peak else "mean") for m in metrics}
+    per_talk = df.groupby([*keys, "talk_id"], sort=False).agg(agg).reset_index()
+    per_config = per_talk.groupby(keys, sort=False).agg({**agg, "talk_id": "nunique"})
+    per_config = per_config.rename(columns={"talk_id": "talks"})
+    counts = df.groupby(keys, sort=False).agg(samples=("run_id", "size"), runs=("run_id", "nunique"),
+                                              last_run=("run_id", "max"))
+    per_config = per_config.join(counts).reset_index()
+    ascending = [DIRECTIONS[m] == "lower" for m in metrics]
+    ranked = per_config.sort_values(["device", "model", *metrics], ascending=[True, True, *ascending],
+                                    na_position="last", kind="stable")
+    best = ranked.groupby(["device", "model"], sort=False).head(1).reset_index(drop=True)
+    best["pareto"] = False
+    for _device, idx in best.groupby("device").groups.items():
+        best.loc[idx, "pareto"] = pareto_mask(best.loc[idx], metrics)
+    best = best.sort_values(["device", metrics[0]], ascending=[True, ascending[0]], kind="stable")
+    return Leaderboard(best.reset_index(drop=True), metrics, config_cols)
