@@ -77,6 +77,25 @@ EXAMPLES: dict[str, tuple[tuple[str, str], ...]] = {
     ),
     "corpus list": (("", "the built-in talks"), ("--corpus my-talks.jsonl", "your own corpus")),
     "corpus derive": (("--check", "exit 1 if the shipped files are stale"), ("", "rebuild them")),
+    "fleet": (
+        ("worker --scheduler tcp://10.0.0.5:8786 --device pi5", "join this device to a fleet"),
+    ),
+    "fleet worker": (
+        ("--scheduler tcp://10.0.0.5:8786 --device pi5", "join the scheduler `dask scheduler` started"),
+        ("--scheduler tcp://10.0.0.5:8786 --device laptop --tags npu,arm", "with tags for --devices tag:npu"),
+    ),
+    "db": (
+        ("ingest results/<run>", "add a run to results/harness.duckdb"),
+        ('query "select model, avg(decode_tok_s) from rows group by 1"', "one read-only SQL statement"),
+        ("export --parquet exports/", "every table as Parquet"),
+    ),
+    "db ingest": (("results/<run> results/baseline", "add (or replace) runs"),),
+    "db query": (('"select device, count(*) from rows group by 1"', "samples per device"),),
+    "db export": (("--parquet exports/", "runs, rows, devices, summaries as Parquet"),),
+    "leaderboard": (
+        ("", "best config per model and device, from the results store"),
+        ("--metric decode_tok_s,peak_rss_mb --device pi5", "rank by speed, then memory, on one device"),
+    ),
 }
 
 

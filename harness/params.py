@@ -187,8 +187,8 @@ PARAMS: tuple[Param, ...] = (
        default=1, parse=parse_int, minimum=0, metavar="N", group="select"),
     _p(
         "interleave", "--interleave",
-        "load every model x config at once and alternate samples between them (A/B runs on noisy machines); "
-        "default: one worker at a time, repeats round-robin over talks",
+        "load every model x config at once and alternate samples between all of them (A/B runs on noisy "
+        "machines); default: models in turn, a model's configs alternating, repeats round-robin over talks",
         kind="flag", default=False, group="select",
     ),
     # --- generation and engine settings: these sweep ---------------------------------------------------
@@ -201,7 +201,7 @@ PARAMS: tuple[Param, ...] = (
     ),
     _p(
         "threads", "--threads", "llama.cpp n_threads and n_threads_batch (prefill uses the latter)",
-        parse=parse_int, kind="sweep", minimum=1, metavar="N", default_text="usable cores", group="settings",
+        parse=parse_int, kind="sweep", minimum=1, metavar="N", default_text="physical cores", group="settings",
     ),
     _p(
         "n_ctx", "--n-ctx",
@@ -440,10 +440,10 @@ def impossible(config: Config, n_ctx: int | None = None) -> str | None:
     the config leaves it to models.yaml."""
     max_new, min_new = config.get("max_new_tokens"), config.get("min_new_tokens")
     if max_new is not None and min_new is not None and min_new > max_new:
-        return f"min_new_tokens {min_new} > max_new_tokens {max_new}"
+        return f"--min-new-tokens {min_new} is above --max-new-tokens {max_new}"
     ctx = config.get("n_ctx") or n_ctx
     if ctx is not None and max_new is not None and max_new >= ctx:
-        return f"max_new_tokens {max_new} leaves no room for a prompt in n_ctx {ctx}"
+        return f"--max-new-tokens {max_new} leaves no room for a prompt in n_ctx {ctx}"
     return None
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import os
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from harness.backends import backend_class, make_flags
 from harness.backends.base import BackendOptions
 from harness.backends.openai_http import OpenAIHttpBackend
 from harness.corpus import Talk, corpus_label, corpus_path, load_corpus
-from harness.env import collect_environment
+from harness.env import collect_environment, command_line
 from harness.errors import HarnessError, unknown
 from harness.interrupts import RunInterrupted, interruptible
 from harness.launchers.session import (
@@ -40,7 +39,7 @@ from harness.launchers.session import (
 from harness.launchers.watchdog import MAX_TIMEOUTS_IN_A_ROW, default_sample_timeout
 from harness.launchers.worker import WorkerJob, one_line
 from harness.models.registry import ModelEntry, load_models, select_models
-from harness.models.sources import cached_sha256, file_sha256, is_ready, local_path, resolve
+from harness.models.sources import cached_sha256, file_sha256, is_ready, local_path, require_offline, resolve
 from harness.params import SWEEPABLE, Config, describe_config, expand, impossible, thread_warnings, usable_cores
 from harness.plan import PlannedSample as PlanItem
 from harness.plan import describe_plan, estimate, plan, plan_record
@@ -51,7 +50,7 @@ from harness.results.record import Status
 from harness.results.rows import ModelRowContext, error_row, ok_row, summary_record
 from harness.results.summary import summarise_run
 from harness.results.writer import RunWriter
-from harness.resume import ResumeState, check_row, check_same, check_weights, resume_hint
+from harness.resume import ResumeState, check_row, check_same, check_weights
 from harness.scenarios.base import SampleSpec
 from harness.scenarios.long_document import LongDocumentConfig
 from harness.scenarios.summarize import SummarizeConfig
@@ -98,7 +97,7 @@ class RunConfig:
     server_pid: int | None = None
     concurrency: str | None = None
     slo: str | None = None
-    command: list[str] = field(default_factory=lambda: list(sys.argv))
+    command: list[str] = field(default_factory=command_line)  # as typed: `.venv/bin/python -m harness run …`
 
 
 Printer = Callable[[str], None]
@@ -187,7 +186,9 @@ class Runner:
         self.config = config
         self.resume = resume
         self.status: Status = "running"
-        self.interrupted: RunInterrupted | None = None
+        self.interrupted: RunInterrupted | None = None  # set when SIGINT/SIGTERM stopped the run
+        self.rows_written = 0
+        self.planned_samples: int | None = None
         self._custom_echo = echo
         self.echo: Printer = echo or print
         self.launcher_factory = launcher_factory
@@ -199,6 +200,8 @@ class Runner:
             raise unknown("--long-strategy", config.long_strategy, LONG_STRATEGIES)
         self.talks = _select_talks(load_corpus(config.corpus), config.talks)
         self.entries = select_models(load_models(config.models_file), config.models)
+        if config.offline:
+            require_offline(self.entries)  # before any run directory exists: nothing to run without weights
         # Default threads: physical cores usable by this process (affinity ∩ cgroup quota), and how it was derived.
         self.threads, self.threads_how = (
             (config.threads, "--threads") if config.threads is not None else default_threads()
@@ -273,7 +276,7 @@ class Runner:
             state.remaining += 1
         done = self.resume.done if self.resume else {}
         quiet = Console(file=io.StringIO()) if self._custom_echo else None
-        progress = Progress(total=len(plan) - len(done), console=quiet)
+        progress = Progress(total=len(plan), console=quiet)  # resumed: counts from the first missing sample
         if not self._custom_echo:
             self.echo = progress.echo
         failure: BaseException | None = None
@@ -333,26 +336,25 @@ class Runner:
             "harness_s": round(wall - self.engine_s, 3),
             "note": "harness_s = wall_s - engine_s: model fetch, process start, scoring, writing, env probe",
         }
-        writer.release_reserve()  # on a full disk: room for the summary files and run.json
         try:
-            summary = summarise_run(writer.dir)
-        except (OSError, HarnessError, ValueError) as exc:
-            self._warn(record, f"summary.csv not written: {one_line(exc)}")
-            summary = None
-        if summary is not None:
-            record["summary"] = summary.run_json
-            for line in summary.lines():
-                self.echo(line)
-        try:
+            if self.status != "complete":
+                # The status first: on a full disk there may be room for run.json but not for the summaries.
+                writer.write_run_json(record)
+            writer.release_reserve()
+            try:
+                summary = summarise_run(writer.dir)
+            except (OSError, HarnessError, ValueError) as exc:
+                self._warn(record, f"summary.csv not written: {one_line(exc)}")
+                summary = None
+            if summary is not None:
+                record["summary"] = summary.run_json
+                for line in summary.lines():
+                    self.echo(line)
             writer.write_run_json(record)
         except WriteFailed as exc:
             failure = failure or exc
         writer.close()
-        if self.interrupted is not None:
-            self.echo(
-                f"\ninterrupted by {self.interrupted.signal_name}: {writer.rows_written} of "
-                f"{record.get('planned_samples')} samples written; resume with: {resume_hint(writer.dir)}"
-            )
+        self.rows_written, self.planned_samples = writer.rows_written, record.get("planned_samples")
         return failure
 
     def _kill_workers(self, states: dict[tuple[str, str], _ModelState]) -> None:
@@ -683,7 +685,11 @@ class Runner:
         try:
             if self.config.warmup:
                 # The warm-up runs over the first planned talk's full prompt: a real prompt length.
-                session.open(SampleSpec(-1, first.talk.id, -1, first.talk.text), self.config.warmup)
+                session.open(
+                    SampleSpec(-1, first.talk.id, -1, first.talk.text),
+                    self.config.warmup,
+                    on_loaded=lambda: progress.phase(state.entry.id, "warming up"),
+                )
             else:
                 session.open(None, 0)
         except SessionFailed as exc:

@@ -14,8 +14,9 @@ from rich.table import Table
 from harness.cli import EXAMPLES, build_parser, invoked_prog, main, subparsers_of
 from harness.console import plain_console
 
-# `--out` is a directory for run/report and a file for score/corpus derive: its metavar says which.
-MEANING_DIFFERS = {"--out"}
+# `--out` is a directory for run/report and a file for score/corpus derive; `--device` names this device
+# (fleet worker) or filters by a list of them (leaderboard): the metavar says which.
+MEANING_DIFFERS = {"--out", "--device"}
 
 
 def pages() -> list[tuple[str, argparse.ArgumentParser]]:

@@ -152,8 +152,9 @@ def _rows(run_dir: Path) -> pd.DataFrame:
 def test_fleet_run_merges_both_devices_into_one_run_and_the_store(
     fleet: Fleet, small_corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    db = str(tmp_path / "store.duckdb")
     proc = fleet.run("--models", "tiny-qwen2", "--corpus", str(small_corpus), "--talks", "t0,t1",
-                     "--max-new-tokens", "4", "--warmup", "0", "--out", str(tmp_path))
+                     "--max-new-tokens", "4", "--warmup", "0", "--out", str(tmp_path), "--db", db)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     run_dir = _run_dir(proc)
     rows = _rows(run_dir)
@@ -171,11 +172,11 @@ def test_fleet_run_merges_both_devices_into_one_run_and_the_store(
     assert set(shas) == {"a", "b"} and shas["a"] == shas["b"] and len(shas["a"]) == 64
     assert "[a]" in proc.stdout and "[b]" in proc.stdout  # progress per device
 
-    # The store: ingest twice (no duplicates), leaderboard shows both devices, the query works.
-    db = str(tmp_path / "store.duckdb")
-    assert main(["db", "ingest", str(run_dir), "--db", db]) == 0
-    assert main(["db", "ingest", str(run_dir), "--db", db]) == 0
+    # The store: ingested by --db, then once more (no duplicates); the leaderboard shows both devices.
+    assert f"added run {run_dir.name}: 4 row(s)" in proc.stdout
     capsys.readouterr()
+    assert main(["db", "ingest", str(run_dir), "--db", db]) == 0
+    assert capsys.readouterr().out.startswith(f"replaced run {run_dir.name}: 4 row(s)")
     assert main(["db", "query", "select device, count(*) as n from rows group by 1 order by 1", "--db", db,
                  "--format", "csv"]) == 0
     assert capsys.readouterr().out.splitlines() == ["device,n", "a,2", "b,2"]
@@ -228,7 +229,7 @@ def test_interrupt_cancels_every_job_and_finalises_the_run(
 ) -> None:
     models = write_models(
         f"- id: slow\n  backend: dummy\n  quant: none\n  n_ctx: 4096\n  prompt_style: chat\n"
-        f"  source: {{kind: path, path: {dummy_model_file}}}\n  flags: {{tok_per_s: 10}}\n"
+        f"  source: {{kind: path, path: {dummy_model_file}}}\n  flags: {{tok_per_s: 20}}\n"
     )
     driver = subprocess.Popen(
         [sys.executable, "-m", "harness", "run", "--fleet", fleet.address, "--no-bandwidth", "--models-file",

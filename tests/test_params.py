@@ -169,7 +169,7 @@ def test_no_sweep_gives_one_config_of_defaults() -> None:
 @pytest.mark.parametrize(
     ("settings", "n_ctx", "reason"),
     [
-        ({"min_new_tokens": 64, "max_new_tokens": 32}, None, "min_new_tokens 64 > max_new_tokens 32"),
+        ({"min_new_tokens": 64, "max_new_tokens": 32}, None, "--min-new-tokens 64 is above --max-new-tokens 32"),
         ({"max_new_tokens": 1024, "n_ctx": 1024}, None, "no room for a prompt in n_ctx 1024"),
         ({"max_new_tokens": 512}, 256, "no room for a prompt in n_ctx 256"),
     ],
@@ -202,7 +202,7 @@ def test_help_shows_every_option_and_its_default() -> None:
     text = _parser().format_help()
     for p in PARAMS:
         assert p.flag in text
-    assert "(default: 256)" in text and "(default: usable cores)" in text
+    assert "(default: 256)" in text and "(default: physical cores)" in text
     assert "first-last[+step|*mult]" in text
 
 

@@ -45,7 +45,8 @@ SKIPS: tuple[tuple[str, str], ...] = (
     (r"\bqwen", "a Qwen model from a hub (Hugging Face/ModelScope): not reachable here"),
     (r"\bmodels pull\b", "downloads weights"),
     (r"--via\b|--server-pid\b|--concurrency\b|\bopenai\b", "needs an inference server"),
-    (r"--fleet\b", "needs a Dask scheduler and devices"),
+    (r"--fleet\b|\bfleet worker\b", "needs a Dask scheduler and devices"),
+    (r"--by device\b", "needs a fleet run (rows from several devices)"),
     (r"--db\b", "needs a DuckDB results store"),
     (r"--estimate-from\b|--resume\b", "needs an earlier run of its own"),
 )
@@ -106,8 +107,8 @@ def tiny_run_args(args: list[str], out: Path) -> list[str]:
         i = args.index("--out")
         del args[i : i + 2]
     args += [*TINY, "--out", str(out), "--no-bandwidth"]
-    if "--talks" not in args:
-        args += ["--talks", "alibaba-qwen"]
+    if "--talks" not in args and "--corpus" not in args:
+        args += ["--talks", "alibaba-qwen"]  # a talk of the built-in corpus
     if "--max-new-tokens" not in args:
         args += ["--max-new-tokens", "8"]
     return args
@@ -195,7 +196,7 @@ def test_no_bare_python_in_readme() -> None:
     bare = [
         line
         for line in text.splitlines()
-        if re.search(r"(?<![\w/.])python -m harness", line) and "source .venv/bin/activate" not in line
+        if re.search(r"(?<![\w/.\\])python -m harness", line) and "source .venv/bin/activate" not in line
         and not line.startswith("| `--")  # the generated options table (harness.params) names commands itself
     ]
     assert not bare, bare

@@ -171,6 +171,13 @@ def test_written_degenerate_column_wins_and_wrong_language_counts(
     assert report(capsys, run)[0] == 0
     html = (run / "report.html").read_text(encoding="utf-8")
     assert "<td class=num>6/6</td>" in html and "degenerate: not in the requested language" in html
+    # A run from before the column existed: the same rule applied to its other columns.
+    from harness.results.schema import COLUMNS
+
+    old_csv = [c for c in COLUMNS if c != "degenerate"]
+    run = make_run(tmp_path, "run-old", models=("m1",), overrides=LOOPING, columns=old_csv)
+    assert report(capsys, run)[0] == 0
+    assert "<td class=num>6/6</td>" in (run / "report.html").read_text(encoding="utf-8")
     # A run that wrote the column: its verdict is used as written.
     run = make_run(tmp_path, "run-b", models=("m1",), overrides={**LOOPING, "degenerate": "false"})
     assert report(capsys, run)[0] == 0

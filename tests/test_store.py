@@ -176,3 +176,58 @@ def test_export_parquet_writes_every_table(tmp_path: Path) -> None:
     con = duckdb.connect()
     n = con.execute(f"select count(*) from read_parquet('{tmp_path / 'pq' / 'rows.parquet'}')").fetchone()[0]
     assert n == query(db, "select count(*) from rows")[1][0][0]
+
+
+def test_compare_by_device_puts_devices_side_by_side_and_names_the_hardware(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # One fleet run: the same model on devices a and b, b decoding at half the speed, with less RAM.
+    a_dir = make_run(tmp_path / "a", "fleet-run", models=("m-small",), seed=1)
+    b_dir = make_run(tmp_path / "b", "fleet-run", models=("m-small",), seed=2, scale={"decode_tok_s": 0.5})
+    run = tmp_path / "fleet-run"
+    run.mkdir()
+    rows = []
+    for device, src in (("a", a_dir), ("b", b_dir)):
+        for row in csv.DictReader((src / "results.csv").open(encoding="utf-8")):
+            rows.append({**row, "device": device})
+    with (run / "results.csv").open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    record = json.loads((a_dir / "run.json").read_text(encoding="utf-8"))
+    env_b = {**record["environment"], "cpu": {**record["environment"]["cpu"], "brand": "Other CPU"}}
+    fp_a = {"ram_gb": 16.0, "os": "Linux", "accelerators": []}
+    fp_b = {"ram_gb": 8.0, "os": "Linux", "accelerators": ["npu:accel0 (qaic)"]}
+    record["devices"] = {
+        "a": {"fingerprint": fp_a, "environment": record["environment"]},
+        "b": {"fingerprint": fp_b, "environment": env_b},
+    }
+    (run / "run.json").write_text(json.dumps(record), encoding="utf-8")
+
+    assert main(["compare", str(run), "--by", "device", "--metrics", "decode_tok_s", "--format", "json"]) == 0
+    out, err = capsys.readouterr()
+    decode = [r for r in json.loads(out) if r["metric"] == "decode_tok_s"]
+    assert [(r["baseline_run"], r["run"]) for r in decode] == [("a", "b")]
+    assert decode[0]["change_pct"] < -40
+    assert "Test CPU" in err and "Other CPU" in err  # compare's own CPU check, from each device's environment
+    assert "RAM GB: a=16.0 vs b=8.0" in err and "accelerators: a=none vs b=npu:accel0 (qaic)" in err
+    assert main(["compare", str(a_dir), "--by", "device"]) == 2
+    assert "needs rows from at least two devices" in capsys.readouterr().err
+
+
+def test_run_with_db_ingests_the_finished_run(
+    tmp_path: Path, write_models, dummy_model_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    models = write_models(
+        f"- id: d\n  backend: dummy\n  quant: none\n  n_ctx: 4096\n  prompt_style: chat\n"
+        f"  source: {{kind: path, path: {dummy_model_file}}}\n"
+    )
+    db = tmp_path / "store.duckdb"
+    rc = main(["run", "--models-file", str(models), "--models", "d", "--talks", "alibaba-qwen", "--max-new-tokens",
+               "4", "--warmup", "0", "--no-bandwidth", "--out", str(tmp_path / "runs"), "--db", str(db)])
+    out = capsys.readouterr().out
+    assert rc == 0, out[-2000:]
+    run_dir = Path(out.strip().splitlines()[-1])
+    _, rows = query(db, "select run_id, model, status, device from rows")
+    assert [(r[0], r[1], r[2]) for r in rows] == [(run_dir.name, "d", "ok")]
+    assert rows[0][3]  # a single-machine run is stored under its CPU model

@@ -27,7 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         metavar="M[,M…]",
         help="metrics to rank and show, most important first (default: rougeL_f,decode_tok_s,peak_rss_mb)",
     )
-    p.add_argument("--device", type=_list, default=None, metavar="NAME[,NAME…]", help="only these devices")
+    p.add_argument(
+        "--device", type=_list, default=None, metavar="NAME[,NAME…]", help="only these devices (default: all)"
+    )
     p.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output format")
     add_db_option(p)
     p.set_defaults(func=_leaderboard)
@@ -56,4 +58,6 @@ def _leaderboard(args: argparse.Namespace) -> int:
     if args.format == "table":
         order = ", then ".join(board.metrics)
         print(f"best config per model by {order}; * = Pareto-optimal on its device (no model better on all)")
+        if board.shared_text():
+            print(f"every row: {board.shared_text()}")
     return 0

@@ -72,8 +72,8 @@ def _finish(runner: Runner) -> int:
     print(run_dir)
     if runner.interrupted is not None:
         print(
-            f"harness run: interrupted by {runner.interrupted.signal_name}; rows already written are kept; "
-            f"resume with: {resume_hint(run_dir)}",
+            f"harness run: interrupted by {runner.interrupted.signal_name}: {runner.rows_written} of "
+            f"{runner.planned_samples} samples written and kept; resume with: {resume_hint(run_dir)}",
             file=sys.stderr,
         )
         return runner.interrupted.exit_code

@@ -46,6 +46,7 @@ from harness.interrupts import RunInterrupted, interruptible
 from harness.models.registry import ModelEntry, load_models, select_models
 from harness.results.layout import RESULTS_CSV, SUMMARY_CSV, SUMMARY_MODELS_CSV
 from harness.results.rows import ModelRowContext, error_row, summary_record
+from harness.results.schema import COLUMNS
 from harness.results.writer import RunWriter
 
 Printer = Callable[[str], None]
@@ -243,6 +244,9 @@ class FleetRun:
         self.per_slot = n_configs(config)
         self.errors = 0
         self.jobs: dict[str, JobState] = {}
+        self.column_warned: set[str] = set()
+        self.scheduler_lost = False
+        self.extra_warnings: list[str] = []
 
     # ------------------------------------------------------------------------------------------------
     def _job_config(self) -> dict[str, Any]:
@@ -282,11 +286,20 @@ class FleetRun:
     # ------------------------------------------------------------------------------------------------
     def _row(self, row: dict[str, Any], summary: dict[str, Any]) -> None:
         key = sample_key(row)
-        if key in self.written:
-            return
+        slot = (key[0], key[1], key[3], key[4])
+        if key in self.written or self.slots[slot] >= self.per_slot:
+            return  # a re-run's repeat of a finished sample, or a late row for one already written as an error
         self.written.add(key)
-        self.slots[(key[0], key[1], key[3], key[4])] += 1
-        row = {**row, "run_id": self.writer.run_id}
+        self.slots[slot] += 1
+        unknown_columns = sorted(set(row) - set(COLUMNS))
+        if unknown_columns and key[0] not in self.column_warned:
+            # Same version number, other code: keep the row in this run's schema and say what was dropped.
+            self.column_warned.add(key[0])
+            self.extra_warnings.append(
+                f"{key[0]}: rows had columns this driver does not know, dropped: {', '.join(unknown_columns)}; "
+                f"install the driver's harness commit on the device"
+            )
+        row = {k: v for k, v in row.items() if k in COLUMNS} | {"run_id": self.writer.run_id}
         self.writer.write_row(row, {**summary, "run_id": self.writer.run_id})
         if str(row.get("status", "")).strip() != "ok":
             self.errors += 1
@@ -375,13 +388,22 @@ class FleetRun:
         self._finish(state, result["status"], result.get("reason", ""))
 
     def _check_liveness(self, now: float) -> None:
-        live = live_device_names(self.client)
+        try:
+            live = live_device_names(self.client)
+        except Exception as exc:  # the scheduler itself is unreachable: every device is, as far as we know
+            if not self.scheduler_lost:
+                self.echo(f"scheduler {self.scheduler} unreachable ({type(exc).__name__}); devices count as lost")
+            self.scheduler_lost = True
+            live = set()
+        else:
+            self.scheduler_lost = False
         for state in self.jobs.values():
             if state.done:
                 continue
             if state.device not in live and state.lost_at is None:
                 state.lost_at = now
-                self.client.cancel([state.future])
+                with contextlib.suppress(Exception):
+                    self.client.cancel([state.future])
                 wait = f"; waiting up to {self.retry_window_s:g} s for it to rejoin" if self._may_retry(state) else ""
                 self.echo(f"[{state.device}] device lost during {state.entry.id} (worker left the scheduler){wait}")
             elif state.lost_at is not None:
@@ -448,7 +470,7 @@ class FleetRun:
                     + ", ".join(f"{d}={s[:12]}" for d, s in merged["sha256_by_device"].items() if s)
                     + ")"
                 )
-        record.update(devices=devices, models=models, prompts=prompts, warnings=warnings_)
+        record.update(devices=devices, models=models, prompts=prompts, warnings=warnings_ + self.extra_warnings)
         if len(devices) == 1:
             # One device: its environment is the run's, so compare's like-for-like check applies as usual.
             only = next(iter(devices.values()))

@@ -71,8 +71,9 @@ class JobResult:
         return asdict(self)
 
 
-class JobCancelled(Exception):
-    """The driver was interrupted: stop this run (raised from the runner's echo)."""
+class JobCancelled(BaseException):
+    """The driver was interrupted: stop this run. Raised from the runner's echo; a BaseException (like
+    KeyboardInterrupt) so that no `except Exception` on the way turns it into an error row."""
 
 
 def _dask_sink() -> Sink | None:

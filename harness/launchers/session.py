@@ -88,8 +88,11 @@ class WorkerSession:
         return self.launcher.pid
 
     # -- lifecycle ---------------------------------------------------------------------------------------
-    def open(self, warmup_spec: SampleSpec | None, warmup_runs: int) -> SessionInfo:
-        """Start the worker, load the model inside tracker windows, warm up. Raises SessionFailed."""
+    def open(
+        self, warmup_spec: SampleSpec | None, warmup_runs: int, on_loaded: Callable[[], None] | None = None
+    ) -> SessionInfo:
+        """Start the worker, load the model inside tracker windows, warm up (`on_loaded` is called between
+        the two, for progress). Raises SessionFailed."""
         self.launcher.start()
         self._expect(Ready, self.load_timeout_s)
         self._window_start("load")
@@ -99,6 +102,8 @@ class WorkerSession:
         finally:
             self.info.load_columns = self._window_stop(None)
         spec = warmup_spec if warmup_runs else None
+        if on_loaded is not None:
+            on_loaded()
         if spec is not None:
             self.launcher.send(Warmup(spec, warmup_runs))
             self.info.warmed = self._expect(WarmedUp, None)

@@ -82,7 +82,8 @@ class MetricRow:
     n_new: int
     verdict: str = UNTESTED
     note: str = ""
-    model_label: str = ""  # model, plus the provider where the model ran on several
+    model_label: str = ""  # model, plus the provider where the model ran on several, plus the config (sweeps)
+    config_id: str = ""  # the config compared, when either run swept settings (harness.params)
 
     def record(self) -> dict[str, Any]:
         return asdict(self)
@@ -302,7 +303,7 @@ def compare_runs(baseline: Run, other: Run, metrics: Sequence[str]) -> Compariso
         a = _rows_of(a_ok, keys, key, talks)
         b = _rows_of(b_ok, keys, key, talks)
         for metric in metrics:
-            comp.rows.append(_metric_row(baseline, other, key, label, metric, a, b, ta, tb))
+            comp.rows.append(_metric_row(baseline, other, key, label, metric, a, b, ta, tb, keys))
     comp.notes.extend(degenerate_notes(baseline, other, [label_of(k) for k in common], keys, common))
     return comp
 
@@ -331,6 +332,7 @@ def _metric_row(
     b: pd.DataFrame,
     ta: pd.DataFrame,
     tb: pd.DataFrame,
+    keys: Sequence[str] = ("model", "provider"),
 ) -> MetricRow:
     missing = [r.label for r, df in ((baseline, a), (other, b)) if metric not in df.columns]
     if missing:
@@ -346,7 +348,8 @@ def _metric_row(
         baseline_run=baseline.label,
         run=other.label,
         model=key[0],
-        provider=key[1] if len(key) > 1 else "",
+        provider=dict(zip(keys, key, strict=True)).get("provider", ""),
+        config_id=dict(zip(keys, key, strict=True)).get("config_id", ""),
         metric=metric,
         better=DIRECTIONS.get(metric, ""),
         baseline=float(sa[shared].mean()) if shared else None,

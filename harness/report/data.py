@@ -88,7 +88,7 @@ def degenerate_flags(rows: pd.DataFrame) -> pd.Series:
     """Per row: True/False/None (unknown). The `degenerate` column where the run wrote it, else the same
     rule (`is_degenerate`) applied to stop_reason, repetition_rate and lang_match (runs from before the
     column existed)."""
-    written = rows["degenerate"].map(_flag) if "degenerate" in rows else pd.Series(None, index=rows.index)
+    written = [_flag(v) for v in rows["degenerate"]] if "degenerate" in rows else [None] * len(rows)
     derived = [
         is_degenerate(
             str(r.get("stop_reason", "") or ""), _rate(r.get("repetition_rate")), _flag(r.get("lang_match"))

@@ -124,6 +124,8 @@ def load_run(path: str | Path) -> Run:
         label = ids[0]
     else:
         label = directory.name if csv_path.name == RESULTS_CSV else csv_path.stem
+    if record is not None and record.status != "complete":
+        stderr_warning(incomplete_note(label, record, directory))
     return Run(
         label=label,
         path=Path(path),
@@ -131,6 +133,17 @@ def load_run(path: str | Path) -> Run:
         record=record,
         summaries=summaries,
         has_summaries=summaries_path.is_file(),
+    )
+
+
+def incomplete_note(label: str, record: RunRecord, directory: Path) -> str:
+    """One line for a run whose run.json says it did not finish: its figures cover part of the plan."""
+    why = record.extra.get("interrupted_by") or record.extra.get("failure") or ""
+    rows = f"{record.written_rows} of {record.planned_samples} samples" if record.planned_samples else "some samples"
+    hint = f"; `harness run --resume {directory}` completes it" if record.status in ("interrupted", "failed") else ""
+    return (
+        f"run {label} is not complete (status {record.status}{': ' + str(why)[:80] if why else ''}; "
+        f"{rows} written){hint}"
     )
 
 

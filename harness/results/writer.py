@@ -161,10 +161,11 @@ class RunWriter:
                 for fh in (self._csv, self._jsonl):
                     with contextlib.suppress(OSError):
                         fh.rollback()
-                self._reserve.release()  # room for run.json's final status
-                raise write_failed(
+                error = write_failed(
                     target.path, exc, f"the {self.rows_written} row(s) before it are kept in {self.dir}"
-                ) from None
+                )
+                self._reserve.release()  # room for run.json's final status
+                raise error from None
             self._jsonl.commit()
             self._csv.commit()
         self.rows_written += 1

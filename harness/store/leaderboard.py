@@ -49,14 +49,25 @@ class Leaderboard:
     metrics: list[str]
     config_columns: list[str]
 
+    def _varying(self) -> list[str]:
+        """Config columns that differ between rows; quantisation and provider are always shown."""
+        return [c for c in self.config_columns if c in ("provider", "quant") or self.table[c].nunique() > 1]
+
     def config_text(self, row: pd.Series) -> str:
+        """The settings that tell this row's config apart (the shared ones are in `shared_text`)."""
         parts = []
-        for col in self.config_columns:
+        for col in self._varying():
             value = row[col]
             if value in ("", None) or (isinstance(value, float) and math.isnan(value)):
                 continue
             parts.append(str(value) if col in ("backend", "provider", "quant") else f"{col}={value}")
         return " ".join(parts)
+
+    def shared_text(self) -> str:
+        """`threads=4 n_ctx=8192 …`: settings every row of the leaderboard has in common."""
+        varying = set(self._varying())
+        shared = [c for c in self.config_columns if c not in varying and self.table[c].iloc[0] != ""]
+        return " ".join(f"{c}={self.table[c].iloc[0]}" for c in shared)
 
 
 def _check_metrics(requested: list[str], available: dict[str, str]) -> list[str]:
