@@ -9,7 +9,7 @@ How: `interruptible(on_signal)` installs one handler for both signals for the du
 handler first calls `on_signal` -- the runner kills its live workers there, so a parent blocked waiting
 for a sample wakes up at once -- then raises `RunInterrupted` in the main thread, wherever it is
 (waiting on a worker, downloading weights, probing the machine). Rows are never torn by it: the writer
-blocks both signals while it writes a row (`signals_deferred` below). The runner
+holds both signals back while it writes a row (`signals_deferred` below). The runner
 catches `RunInterrupted`, finalises run.json with `status: interrupted` and the signal's name, and the
 command exits with 128 + the signal number (130 for SIGINT, 143 for SIGTERM), as shells do.
 
@@ -85,16 +85,42 @@ def interruptible(on_signal: Callable[[int], None] = lambda _signum: None) -> It
 
 @contextlib.contextmanager
 def signals_deferred() -> Iterator[None]:
-    """Block SIGINT/SIGTERM for the body (main thread, POSIX); a pending one is delivered afterwards."""
-    blockable = hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread()
-    if not blockable:
+    """Hold SIGINT/SIGTERM back for the body and deliver them afterwards (main thread only).
+
+    Python runs signal handlers in the main thread, whichever OS thread the kernel picked (the memory
+    sampler's, say), so masking the main thread alone would not keep a handler out of the body. Instead
+    the body runs with a handler that only notes the signal; the noted signals are raised again, to the
+    real handlers, when the body is done. Used around writing one row and replacing run.json."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    noted: list[int] = []
+
+    def note(signum: int, _frame: FrameType | None) -> None:
+        noted.append(signum)
+
+    previous = {s: signal.signal(s, note) for s in HANDLED}
+    try:
+        yield
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old)
+        for signum in dict.fromkeys(noted):
+            signal.raise_signal(signum)
+
+
+@contextlib.contextmanager
+def signals_blocked() -> Iterator[None]:
+    """Block SIGINT/SIGTERM in this thread's signal mask (POSIX). A process started meanwhile inherits the
+    mask, so it cannot be killed by a Ctrl-C before it has set up its own handling (see the worker)."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, set(HANDLED))
     try:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
-__all__ = ["HANDLED", "Guard", "RunInterrupted", "interruptible", "signals_deferred"]
+__all__ = ["HANDLED", "Guard", "RunInterrupted", "interruptible", "signals_blocked", "signals_deferred"]

@@ -201,7 +201,7 @@ PARAMS: tuple[Param, ...] = (
     ),
     _p(
         "threads", "--threads", "llama.cpp n_threads and n_threads_batch (prefill uses the latter)",
-        parse=parse_int, kind="sweep", minimum=1, metavar="N", default_text="physical cores", group="settings",
+        parse=parse_int, kind="sweep", minimum=1, metavar="N", default_text="usable physical cores", group="settings",
     ),
     _p(
         "n_ctx", "--n-ctx",
@@ -452,23 +452,17 @@ def describe_config(config: Config) -> str:
     return " ".join(f"{k}={_fmt(v)}" for k, v in config.settings if v is not None)
 
 
-# --- cores ----------------------------------------------------------------------------------------------
-
-
-def usable_cores() -> int:
-    """Logical CPUs this process may run on: the affinity mask capped by the cgroup CPU quota (v1 or v2,
-    the tightest up the cgroup path) -- harness.threads does the reading."""
-    from harness.threads import usable_cpus
-
-    return usable_cpus()
+# --- threads ------------------------------------------------------------------------------------------
 
 
 def thread_warnings(configs: Iterable[Config], cores: int) -> list[str]:
-    """A warning (recorded in run.json) for each thread count above the usable cores: oversubscribed
-    llama.cpp threads stall each other at every op, so such figures measure the scheduler."""
+    """A warning (recorded in run.json) for each thread count above the CPUs this process may use
+    (`harness.threads.usable_cpus`): oversubscribed llama.cpp threads stall each other at every op, so such
+    figures measure the scheduler."""
     over = sorted({c.get("threads") for c in configs if (c.get("threads") or 0) > cores})
     return [
-        f"--threads {t} is more than the {cores} usable core(s): threads will share cores and slow each other"
+        f"--threads {t} is more than the {cores} CPU(s) this process may use: threads will share CPUs and slow "
+        "each other"
         for t in over
     ]
 
@@ -533,5 +527,4 @@ __all__ = [
     "parse_value",
     "split_values",
     "thread_warnings",
-    "usable_cores",
 ]

@@ -8,7 +8,8 @@ Rules (README, "Failures and interruptions"):
 - The configuration is the run's own: the command line recorded in run.json is parsed again (in the
   working directory it was started from), so a resumed run cannot silently differ from the original.
   Options other than --resume are refused.
-- Refused when the code version (harness version or git commit), the models (ids or weight sha256), the
+- Refused when the code version (harness version, or the sha256 of the package's code and prompt
+  templates: `code_sha256` in run.json), the models (ids or weight sha256), the
   corpus (sha256) or the plan (talks, repeats, number of samples) changed, when the run is complete, or
   while the process that started it is still alive.
 - Every planned sample that already has a row -- `ok` or `error` -- is skipped, matched by its position
@@ -102,7 +103,7 @@ def rows_done(run_dir: Path) -> dict[int, RowKey]:
     if not csv_path.is_file():
         return {}
     done: dict[int, RowKey] = {}
-    for row in csv.DictReader(io.StringIO(committed_csv_text(csv_path, warn=lambda _m: None))):
+    for row in csv.DictReader(io.StringIO(committed_csv_text(csv_path, warn=lambda _m: None), newline="")):
         try:
             seq = int(row.get("sample_seq") or "")
             key = (row["model"], row["talk_id"], int(row["repeat"]))
@@ -127,9 +128,22 @@ SAME_CONFIG = {
 }
 
 
+def code_fingerprint() -> str:
+    """sha256 over the harness package's code and prompt templates: what "the same code" means for a
+    resume. A git commit is not enough (uncommitted edits, or an installed wheel with no git at all)."""
+    import hashlib
+
+    root = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.suffix in (".py", ".txt") and p.is_file()):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def check_same(old: dict[str, Any], new: dict[str, Any], run_dir: Path) -> None:
     """Refuse to resume when the code or the configuration differs from the recorded run."""
-    for key, label in (("harness_version", "the harness version"), ("git_commit", "the code (git commit)")):
+    for key, label in (("harness_version", "the harness version"), ("code_sha256", "the code (sha256 of harness/)")):
         if old.get(key) != new.get(key):
             raise HarnessError(
                 f"--resume {run_dir}: {label} changed ({old.get(key)} -> {new.get(key)}); figures from two "
@@ -169,4 +183,13 @@ def _short(value: Any) -> str:
     return text if len(text) <= 40 else text[:39] + "…"
 
 
-__all__ = ["ResumeState", "check_row", "check_same", "check_weights", "load_state", "resume_hint", "rows_done"]
+__all__ = [
+    "ResumeState",
+    "check_row",
+    "check_same",
+    "check_weights",
+    "code_fingerprint",
+    "load_state",
+    "resume_hint",
+    "rows_done",
+]

@@ -40,7 +40,7 @@ from harness.launchers.watchdog import MAX_TIMEOUTS_IN_A_ROW, default_sample_tim
 from harness.launchers.worker import WorkerJob, one_line
 from harness.models.registry import ModelEntry, load_models, select_models
 from harness.models.sources import cached_sha256, file_sha256, is_ready, local_path, require_offline, resolve
-from harness.params import SWEEPABLE, Config, describe_config, expand, impossible, thread_warnings, usable_cores
+from harness.params import SWEEPABLE, Config, describe_config, expand, impossible, thread_warnings
 from harness.plan import PlannedSample as PlanItem
 from harness.plan import describe_plan, estimate, plan, plan_record
 from harness.progress import Progress
@@ -50,12 +50,12 @@ from harness.results.record import Status
 from harness.results.rows import ModelRowContext, error_row, ok_row, summary_record
 from harness.results.summary import summarise_run
 from harness.results.writer import RunWriter
-from harness.resume import ResumeState, check_row, check_same, check_weights
+from harness.resume import ResumeState, check_row, check_same, check_weights, code_fingerprint
 from harness.scenarios.base import SampleSpec
 from harness.scenarios.long_document import LongDocumentConfig
 from harness.scenarios.summarize import SummarizeConfig
 from harness.serving import ServedModel, Serving
-from harness.threads import default_threads
+from harness.threads import default_threads, usable_cpus
 from harness.trackers import TrackerContext, make_trackers
 from harness.trackers.device import kv_cache_shape, weights_read_bytes
 
@@ -66,7 +66,7 @@ ENGINE_TOLERANCE_PCT = 3.0
 class RunConfig:
     models: list[str] = field(default_factory=list)  # empty = the default models
     talks: list[str] = field(default_factory=list)  # empty = all
-    corpus: Path | None = None
+    corpus: str | Path | None = None  # a built-in corpus name (talks, summit-reports) or a JSONL path; None = talks
     models_file: Path | None = None
     out: Path = Path("results")
     repeats: int = 1
@@ -209,7 +209,7 @@ class Runner:
         self.serving = Serving(config.via, config.server_pid, config.concurrency, config.slo, self.entries)
         self.configs = self._expand_configs()
         self.skipped = self._check_configs()  # (model, config_id) groups that cannot run here, and why
-        self.warnings = thread_warnings(self.configs, usable_cores())
+        self.warnings = thread_warnings(self.configs, usable_cpus())
         self.tracker_context = TrackerContext(
             threads=max(c["threads"] for c in self.configs),
             measure_bandwidth=config.measure_bandwidth,
@@ -229,46 +229,12 @@ class Runner:
         plan = self.plan()
         writer = RunWriter.reopen(self.resume.dir) if self.resume else RunWriter(cfg.out)
         self.run_dir = writer.dir
-        self.echo(
-            f"harness {__version__} | run {writer.run_id} | {len(self.entries)} model(s) x "
-            + (f"{len(self.configs)} configs x " if len(self.configs) > 1 else "")
-            + f"{len(self.talks)} talk(s) x {cfg.repeats} repeat(s) | "
-            + (f"sweep: {', '.join(self.configs[0].swept)}" if len(self.configs) > 1 else f"threads {self.threads}")
-            + (f" | resuming: {writer.rows_written} of {len(plan)} rows already written" if self.resume else "")
-        )
-        started = datetime.now(timezone.utc).isoformat()
         wall0 = time.perf_counter()
-        environment = collect_environment()
-        trackers_env = {t.name: t.environment() for t in make_trackers(self.tracker_context)}
-        environment["trackers"] = trackers_env
-        bandwidth = trackers_env.get("device", {}).get("memory_bandwidth_gbs")
-        if bandwidth is not None:
-            environment["memory_bandwidth_gbs"] = bandwidth
-        record: dict[str, Any] = {
-            "run_id": writer.run_id,
-            "harness_version": __version__,
-            "git_commit": environment["git_commit"],
-            "command": cfg.command,
-            "cwd": str(Path.cwd()),
-            "pid": os.getpid(),
-            "status": "running",
-            "started_at": started,
-            "planned_samples": len(plan),
-            "written_rows": writer.rows_written,
-            "config": self._config_record(plan),
-            "environment": environment,
-            "models": {},
-            "prompts": {},
-            "warnings": [*self.warnings, *(f"not run: {why}" for why in self.skipped.values())],
-        }
-        for line in record["warnings"]:
-            self.echo(f"   warning: {line}")
-        if self.resume is not None:
-            record = self._resumed_record(record, writer)
         try:
-            writer.write_run_json(record)
-        except WriteFailed:
-            writer.discard_if_empty()  # a disk already full at start leaves nothing behind
+            with interruptible():  # a signal while the machine is probed: no rows yet, nothing to keep
+                record, bandwidth = self._start_record(writer, plan)
+        except (RunInterrupted, WriteFailed):
+            writer.discard_if_empty()  # a disk already full at start leaves nothing behind either
             raise
         states: dict[tuple[str, str], _ModelState] = {}
         for item in plan:
@@ -307,6 +273,48 @@ class Runner:
         if failure is not None:
             raise failure
         return writer.dir, self.errors
+
+    def _start_record(self, writer: RunWriter, plan: list[PlannedSample]) -> tuple[dict[str, Any], float | None]:
+        """Probe the machine and write the first run.json (status running): (record, bandwidth)."""
+        cfg = self.config
+        self.echo(
+            f"harness {__version__} | run {writer.run_id} | {len(self.entries)} model(s) x "
+            + (f"{len(self.configs)} configs x " if len(self.configs) > 1 else "")
+            + f"{len(self.talks)} talk(s) x {cfg.repeats} repeat(s) | "
+            + (f"sweep: {', '.join(self.configs[0].swept)}" if len(self.configs) > 1 else f"threads {self.threads}")
+            + (f" | resuming: {writer.rows_written} of {len(plan)} rows already written" if self.resume else "")
+        )
+        started = datetime.now(timezone.utc).isoformat()
+        environment = collect_environment()
+        trackers_env = {t.name: t.environment() for t in make_trackers(self.tracker_context)}
+        environment["trackers"] = trackers_env
+        bandwidth = trackers_env.get("device", {}).get("memory_bandwidth_gbs")
+        if bandwidth is not None:
+            environment["memory_bandwidth_gbs"] = bandwidth
+        record: dict[str, Any] = {
+            "run_id": writer.run_id,
+            "harness_version": __version__,
+            "git_commit": environment["git_commit"],
+            "code_sha256": code_fingerprint(),
+            "command": cfg.command,
+            "cwd": str(Path.cwd()),
+            "pid": os.getpid(),
+            "status": "running",
+            "started_at": started,
+            "planned_samples": len(plan),
+            "written_rows": writer.rows_written,
+            "config": self._config_record(plan),
+            "environment": environment,
+            "models": {},
+            "prompts": {},
+            "warnings": [*self.warnings, *(f"not run: {why}" for why in self.skipped.values())],
+        }
+        for line in record["warnings"]:
+            self.echo(f"   warning: {line}")
+        if self.resume is not None:
+            record = self._resumed_record(record, writer)
+        writer.write_run_json(record)
+        return record, bandwidth
 
     def _finalise(
         self,

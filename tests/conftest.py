@@ -73,6 +73,12 @@ def small_tmpfs(tmp_path: Path):
 ARTIFACTS: list[str] = []
 
 
+@pytest.fixture
+def artifacts() -> list[str]:
+    """Append a line naming a kept file; it is printed at the end of the run."""
+    return ARTIFACTS
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for line in ARTIFACTS:
         terminalreporter.write_line(f"artifact: {line}")

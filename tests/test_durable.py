@@ -8,6 +8,8 @@ import errno
 import json
 import os
 import signal
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,7 @@ from harness.errors import HarnessError
 from harness.interrupts import signals_deferred
 from harness.jsonl import read_objects
 from harness.results import durable
-from harness.results.durable import WriteFailed, committed_csv_text, csv_row_count, split_torn_csv
+from harness.results.durable import WriteFailed, committed_csv_text, csv_rows, split_torn_csv
 from harness.results.writer import RunWriter
 
 TEXT = "这是一段用来填满磁盘的演讲文本。" * 200  # ~9.6 KB of UTF-8 per summary line
@@ -136,7 +138,7 @@ def test_csv_reader_drops_a_torn_last_row_with_a_warning(tmp_path: Path) -> None
         fh.write("r,模型".encode()[:-1])  # torn inside a UTF-8 character
     warnings: list[str] = []
     text = committed_csv_text(w.csv_path, warnings.append)
-    assert len(text.splitlines()) == 2 and csv_row_count(w.csv_path) == 1
+    assert len(text.splitlines()) == 2 and csv_rows(text) == 1
     assert len(warnings) == 1 and "results.csv:3: last row is incomplete" in warnings[0]
     with pytest.raises(HarnessError, match="incomplete"):
         committed_csv_text(w.csv_path, None)
@@ -164,13 +166,19 @@ def test_a_torn_line_in_the_middle_is_still_an_error(tmp_path: Path) -> None:
 
 
 def test_signals_are_deferred_until_the_row_is_written() -> None:
+    # A second thread (as the memory sampler is) may be the one the kernel delivers the signal to.
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait, daemon=True)
+    other.start()
     seen: list[str] = []
     old = signal.signal(signal.SIGTERM, lambda *_: seen.append("handled"))
     try:
         with signals_deferred():
             os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)  # the handler would run here if it were not deferred
             seen.append("body done")
         seen.append("after")
     finally:
         signal.signal(signal.SIGTERM, old)
+        stop.set()
     assert seen == ["body done", "handled", "after"]

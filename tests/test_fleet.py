@@ -105,7 +105,7 @@ class Fleet:
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     root = tmp_path_factory.mktemp("fleet")
     port = _free_port()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HARNESS_CACHE": str(root / "cache-driver")}
     scheduler = subprocess.Popen(
         [sys.executable, "-m", "dask", "scheduler", "--host", HOST, "--port", str(port), "--no-dashboard"],
         env=env,
@@ -205,6 +205,11 @@ def test_unknown_device_and_unreachable_scheduler_are_one_line(
     assert "cannot reach the scheduler" in err and len(err.strip().splitlines()) == 1
     assert main(["run", "--devices", "a", "--models", "tiny-qwen2"]) == 2
     assert "--devices goes with --fleet" in capsys.readouterr().err
+    twin = subprocess.run(  # a second device named "a"
+        [sys.executable, "-m", "harness", "fleet", "worker", "--scheduler", fleet.address, "--device", "a"],
+        env=fleet.env, capture_output=True, text=True, timeout=90,
+    )
+    assert twin.returncode == 2 and 'device name "a" is already in the fleet' in twin.stderr
 
 
 def test_a_device_that_refuses_a_job_gives_one_error_row_per_sample(
@@ -251,6 +256,9 @@ def test_interrupt_cancels_every_job_and_finalises_the_run(
     record = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
     assert record["status"] == "interrupted"
     assert 0 < record["written_rows"] < record["planned_samples"]
+    # Each device stopped its job at its next sample (rather than finishing 4 talks) before the driver left.
+    assert {d: j["jobs"]["slow"]["outcome"] for d, j in record["devices"].items()} == {"a": "cancelled",
+                                                                                     "b": "cancelled"}
     # The devices stopped their jobs (at their next sample) instead of finishing 4 talks x 2 s each.
     from distributed import Client
 
@@ -440,3 +448,26 @@ def test_read_run_files_skips_a_row_still_being_written(tmp_path: Path) -> None:
     (tmp_path / "summaries.jsonl").write_text('{"a": 1}\n{"a": 2}\n', encoding="utf-8")
     rows, summaries = read_run_files(tmp_path)
     assert rows == [{"model": "m", "error": "ok"}] and summaries == [{"a": 1}]
+
+
+def test_linux_accelerators_from_a_fake_sysfs(tmp_path: Path) -> None:
+    from harness.fleet.fingerprint import linux_accelerators
+
+    sys_root, dev_root = tmp_path / "sys", tmp_path / "dev"
+    drivers = sys_root / "bus" / "pci" / "drivers"
+    for name in ("qaic", "i915"):
+        (drivers / name).mkdir(parents=True)
+    accel = sys_root / "class" / "accel" / "accel0" / "device"
+    render = sys_root / "class" / "drm" / "renderD128" / "device"
+    for node, driver in ((accel, "qaic"), (render, "i915")):
+        node.mkdir(parents=True)
+        (node / "driver").symlink_to(drivers / driver)
+    (render / "vendor").write_text("0x8086\n", encoding="utf-8")
+    dev_root.mkdir()
+    (dev_root / "kfd").touch()
+    assert linux_accelerators(sys_root, dev_root) == [
+        "npu:accel0 (qaic)",
+        "gpu:renderD128 (i915, vendor 0x8086)",
+        "gpu:kfd (AMD ROCm)",
+    ]
+    assert linux_accelerators(tmp_path / "none", tmp_path / "none") == []

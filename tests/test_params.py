@@ -187,12 +187,8 @@ def test_possible_combination() -> None:
 def test_thread_warning_above_usable_cores() -> None:
     configs = expand({"threads": [1, 64]})
     (warning,) = params.thread_warnings(configs, cores=2)
-    assert "--threads 64" in warning and "2 usable core" in warning
+    assert "--threads 64" in warning and "2 CPU(s)" in warning
     assert params.thread_warnings(expand({"threads": [1, 2]}), cores=2) == []
-
-
-def test_usable_cores_is_positive() -> None:
-    assert params.usable_cores() >= 1
 
 
 # --- help and README -----------------------------------------------------------------------------------
@@ -202,7 +198,7 @@ def test_help_shows_every_option_and_its_default() -> None:
     text = _parser().format_help()
     for p in PARAMS:
         assert p.flag in text
-    assert "(default: 256)" in text and "(default: physical cores)" in text
+    assert "(default: 256)" in text and "(default: usable physical cores)" in text
     assert "first-last[+step|*mult]" in text
 
 

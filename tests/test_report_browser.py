@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 from chromium import Chromium, find_chromium
-from conftest import ARTIFACTS
 from runfactory import make_run
 
 from harness.cli import main
@@ -44,7 +43,9 @@ def _artifact_dir(tmp_path: Path) -> Path:
     return folder
 
 
-def test_report_renders_in_chromium(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_report_renders_in_chromium(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], artifacts: list[str]
+) -> None:
     if not embedded_cjk_font(CHINESE_ONLY).css:
         pytest.skip("no CJK font on this machine to embed: apt-get install -y fonts-noto-cjk (.ci/run does)")
     if not LATIN_FONTS.is_dir():
@@ -101,7 +102,7 @@ def test_report_renders_in_chromium(tmp_path: Path, capsys: pytest.CaptureFixtur
 
         shot = _artifact_dir(tmp_path) / "report-screenshot.png"
         shot.write_bytes(browser.screenshot(page))
-        ARTIFACTS.append(f"report.html screenshot (headless Chromium, no system CJK font): {shot}")
+        artifacts.append(f"report.html screenshot (headless Chromium, no system CJK font): {shot}")
         assert browser.errors() == []
     finally:
         browser.close()

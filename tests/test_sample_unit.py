@@ -19,7 +19,7 @@ from harness.runner import RunConfig, Runner, plan_samples
 class EchoBackend(Backend):
     """A throwaway backend: emits the first characters of its prompt back, one token per character."""
 
-    name: ClassVar[str] = "test-echo"
+    name: ClassVar[str] = "test-echo-runner"
 
     def load(self) -> LoadInfo:
         return LoadInfo(provider="echo", n_ctx=self.options.n_ctx, model_files=[self.model_path], mmap=False)
@@ -46,7 +46,7 @@ def test_a_backend_from_one_new_file_runs_through_the_runner(
     launcher, write_models, dummy_model_file: Path, tmp_path: Path
 ) -> None:
     models = write_models(
-        f"- id: echo\n  backend: test-echo\n  quant: none\n  n_ctx: 4096\n  prompt_style: chat\n"
+        f"- id: echo\n  backend: test-echo-runner\n  quant: none\n  n_ctx: 4096\n  prompt_style: chat\n"
         f"  source: {{kind: path, path: {dummy_model_file}}}\n"
     )
     cfg = RunConfig(
@@ -56,7 +56,7 @@ def test_a_backend_from_one_new_file_runs_through_the_runner(
     run_dir, errors = Runner(cfg, echo=lambda _line: None, launcher_factory=launcher).run()
     df = pd.read_csv(run_dir / "results.csv")
     assert errors == 0 and (df["status"] == "ok").all()
-    assert (df["backend"] == "test-echo").all() and (df["output_tokens"] == 12).all()
+    assert (df["backend"] == "test-echo-runner").all() and (df["output_tokens"] == 12).all()
     assert df["peak_rss_mb"].notna().all()  # the memory tracker's column, merged by rows.py
     # round-robin over talks: talk 1 r0, talk 2 r0, talk 1 r1, talk 2 r1; sample_seq is the order
     assert df["talk_id"].tolist() == ["alibaba-qwen", "qualcomm-npu"] * 2

@@ -231,3 +231,11 @@ def test_run_with_db_ingests_the_finished_run(
     _, rows = query(db, "select run_id, model, status, device from rows")
     assert [(r[0], r[1], r[2]) for r in rows] == [(run_dir.name, "d", "ok")]
     assert rows[0][3]  # a single-machine run is stored under its CPU model
+
+
+def test_report_takes_a_stored_run_id(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "store.duckdb"
+    ingest(db, [make_run(tmp_path, "stored", models=("m-small",), talks=("t1",), repeats=2)])
+    assert main(["report", "stored", "--db", str(db), "--out", str(tmp_path / "report")]) == 0
+    html = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    assert html.is_file() and "m-small" in html.read_text(encoding="utf-8")

@@ -100,9 +100,9 @@ def test_provider_on_a_backend_without_providers_names_it(dummy_models: Path, tm
 
 
 def test_threads_above_usable_cores_warn_in_run_json(dummy_models: Path, tmp_path: Path) -> None:
-    from harness.params import usable_cores
+    from harness.threads import usable_cpus
 
-    threads = usable_cores() + 1
+    threads = usable_cpus() + 1
     _, df, record = _run(_cfg(dummy_models, tmp_path, threads=threads, talks=TALKS[:1]))
     assert df["threads"].tolist() == [str(threads)]
     assert any(f"--threads {threads} is more than" in w for w in record["warnings"])

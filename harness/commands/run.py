@@ -14,6 +14,7 @@ from pathlib import Path
 
 from harness import params
 from harness.errors import HarnessError
+from harness.interrupts import RunInterrupted
 from harness.resume import resume_hint
 from harness.runner import RunConfig, Runner
 
@@ -51,8 +52,8 @@ def _run(args: argparse.Namespace) -> int:
     for name, flag in (("devices", "--devices"), ("retry_window", "--retry-window")):
         if getattr(args, name, None) is not None and not command.get("fleet"):
             raise HarnessError(f"{flag} goes with --fleet tcp://HOST:PORT; add --fleet or leave {flag} out")
-    if command.get("fleet") or (command.get("db") and not command.get("dry_run")):
-        return _run_fleet_or_store(config, command)
+    if command.get("fleet"):
+        return _run_fleet(config, command)
     if command.get("resume"):
         return _resume(args, Path(str(command["resume"])))
     runner = Runner(config)
@@ -62,13 +63,20 @@ def _run(args: argparse.Namespace) -> int:
             raise HarnessError("--dry-run needs the new runner")
         print(dry_run(command.get("estimate_from")))
         return 0
-    return _finish(runner)
+    return _finish(runner, command.get("db"))
 
 
-def _finish(runner: Runner) -> int:
+def _finish(runner: Runner, db: object = None) -> int:
     """Run; the run directory is the last line printed. Exit 0 all rows ok, 1 some rows are errors,
-    128 + signal number (130 SIGINT, 143 SIGTERM) when interrupted; a full disk raises (exit 2)."""
-    run_dir, errors = runner.run()
+    128 + signal number (130 SIGINT, 143 SIGTERM) when interrupted; a full disk raises (exit 2).
+    `db`: a results store to ingest the finished run into (--db)."""
+    try:
+        run_dir, errors = runner.run()
+    except RunInterrupted as exc:  # while starting: a new run directory was removed, a resumed one kept
+        print(f"harness run: interrupted by {exc.signal_name} while starting; no sample was run", file=sys.stderr)
+        return exc.exit_code
+    if db and runner.interrupted is None:
+        _ingest(Path(str(db)), run_dir)
     print(run_dir)
     if runner.interrupted is not None:
         print(
@@ -111,27 +119,34 @@ def _given(args: argparse.Namespace, p: params.Param) -> bool:
     return value not in (None, False, [], p.default)
 
 
-def _run_fleet_or_store(config: RunConfig, command: dict[str, object]) -> int:
-    """`--fleet` (harness.fleet: many devices, one run directory) and/or `--db` (ingest at the end)."""
-    if command.get("fleet"):
-        if command.get("dry_run"):
-            raise HarnessError("--dry-run plans a single-machine run; leave out --fleet")
-        from harness.fleet.driver import run_fleet
-        from harness.interrupts import RunInterrupted
+def _ingest(db: Path, run_dir: Path) -> None:
+    from harness.store import ingest
 
-        try:
-            run_dir, errors = run_fleet(
-                config, str(command["fleet"]), str(command["devices"]), float(command["retry_window"] or 0.0)
-            )
-        except RunInterrupted as exc:
-            print(f"harness run: interrupted by {exc.signal_name}; rows already written are kept", file=sys.stderr)
-            return exc.exit_code
-    else:
-        run_dir, errors = Runner(config).run()
+    for line in ingest(db, [run_dir]):
+        print(line)
+
+
+def _run_fleet(config: RunConfig, command: dict[str, object]) -> int:
+    """`--fleet`: the run on the devices of a Dask scheduler, merged into one run directory (harness.fleet)."""
+    for name, flag, why in (
+        ("dry_run", "--dry-run", "plans a single-machine run"),
+        ("resume", "--resume", "continues a single-machine run"),
+    ):
+        if command.get(name):
+            raise HarnessError(f"{flag} {why}; leave out --fleet")
+    if getattr(config, "server_pid", None):
+        raise HarnessError("--server-pid names a process on this machine; it cannot go with --fleet")
+    from harness.fleet.driver import run_fleet
+    from harness.interrupts import RunInterrupted
+
+    try:
+        run_dir, errors = run_fleet(
+            config, str(command["fleet"]), str(command["devices"]), float(command["retry_window"] or 0.0)
+        )
+    except RunInterrupted as exc:
+        print(f"harness run: interrupted by {exc.signal_name}; rows already written are kept", file=sys.stderr)
+        return exc.exit_code
     if command.get("db"):
-        from harness.store import ingest
-
-        for line in ingest(Path(str(command["db"])), [run_dir]):
-            print(line)
+        _ingest(Path(str(command["db"])), run_dir)
     print(run_dir)
     return 1 if errors else 0

@@ -58,7 +58,7 @@ LIVENESS_S = 0.5  # how often the driver looks for devices that left
 LOST_GRACE_S = 1.0  # events a lost device sent just before leaving still arrive within this
 CONNECT_TIMEOUT_S = 10.0
 POLL_S = 0.1  # the driver's loop: rows, finished jobs, lost devices
-CANCEL_DRAIN_S = 3.0  # after Ctrl-C: how long to collect rows the devices finish meanwhile
+CANCEL_DRAIN_S = 5.0  # after Ctrl-C: how long the devices get to stop (at their next sample)
 
 SampleKey = tuple[str, str, str, str, str]  # device, model, config_id, talk_id, repeat
 SlotKey = tuple[str, str, str, str]  # device, model, talk_id, repeat: n_configs rows each
@@ -82,7 +82,7 @@ class JobState:
     future: Any = None
     done: bool = False
     lost_at: float | None = None
-    outcome: str = "pending"  # done | refused | failed | lost | cancelled | retried
+    outcome: str = "pending"  # done | refused | failed | lost | cancelled | "cancelled, unconfirmed"
     reason: str = ""
     run_json: dict[str, Any] = field(default_factory=dict)
 
@@ -621,18 +621,28 @@ class FleetRun:
         self.echo(f"interrupted ({signal_name}): stopping every job (rows written so far are kept)")
         try:
             Event(self.cancel_name, client=self.client).set()
-            pending = [s.future for s in self.jobs.values() if not s.done and s.future is not None]
+            running = [s for s in self.jobs.values() if not s.done and s.future is not None]
             deadline = time.monotonic() + CANCEL_DRAIN_S
-            while time.monotonic() < deadline and not all(f.done() for f in pending):
+            while time.monotonic() < deadline and not all(s.future.done() for s in running):
                 self._drain()
                 time.sleep(0.1)
-            self.client.cancel(pending)
+            for state in running:
+                if state.future.status == "finished":
+                    # Rows it returned were streamed already (or are written now); "cancelled" = it stopped.
+                    result = state.future.result()
+                    for row, summary in zip(result["rows"], result["summaries"], strict=True):
+                        self._row(row, summary)
+                    state.run_json = result["run_json"]
+                    state.done, state.outcome = True, result["status"]
+            self.client.cancel([s.future for s in running if not s.done])
         except Exception as exc:  # the scheduler may be what failed; finalising the run matters more
             self.echo(f"could not reach the scheduler to cancel the jobs: {exc}")
         self._drain()
         for state in self.jobs.values():
             if not state.done:
-                state.done, state.outcome = True, "cancelled"
+                # Cancelled by Dask; not confirmed by the device within CANCEL_DRAIN_S (queued, in a long
+                # sample, or out of reach).
+                state.done, state.outcome = True, "cancelled, unconfirmed"
         self.record["status"] = "interrupted"
         self.record["signal"] = signal_name
 

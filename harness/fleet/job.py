@@ -87,11 +87,14 @@ def _dask_sink() -> Sink | None:
 
 
 def _cancel_check(name: str) -> Callable[[], bool]:
+    """`is_set` of the driver's cancel Event, callable from any thread of this task. The Event gets the
+    worker's client explicitly: without one it binds lazily to the calling thread's context, which the
+    row-streaming thread does not have."""
     try:
-        from distributed import Event, get_worker
+        from distributed import Event, get_client, get_worker
 
         get_worker()
-        event = Event(name)
+        event = Event(name, client=get_client())
     except (ImportError, ValueError):
         return lambda: False
     return event.is_set

@@ -13,6 +13,7 @@ do not fit the device instead (`--memory-limit`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -59,17 +60,19 @@ async def _serve(
     )
     try:
         await worker
-    except (OSError, TimeoutError) as exc:
-        await worker.close()
-        raise HarnessError(
-            f"cannot join the scheduler at {scheduler} within {death_timeout:g} s ({exc}); start it with "
-            f"`dask scheduler` and check the address and port"
-        ) from None
-    except ValueError as exc:
-        await worker.close()
-        if "name taken" in str(exc):
+    except Exception as exc:  # Dask wraps the cause in "RuntimeError: Worker failed to start."
+        cause = exc.__cause__ or exc
+        with contextlib.suppress(Exception):
+            await worker.close()
+        if "name taken" in str(cause):
             raise HarnessError(
                 f'device name "{device}" is already in the fleet at {scheduler}; give this device another --device'
+            ) from None
+        if isinstance(cause, (OSError, TimeoutError)):
+            raise HarnessError(
+                f"cannot join the scheduler at {scheduler} within {death_timeout:g} s "
+                f"({str(cause) or type(cause).__name__}); start it with "
+                f"`dask scheduler` and check the address and port"
             ) from None
         raise
     echo(f"device {summary_line(fingerprint)}")

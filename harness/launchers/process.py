@@ -18,7 +18,7 @@ import threading
 import time
 from typing import Protocol
 
-from harness.interrupts import signals_deferred
+from harness.interrupts import signals_blocked, signals_deferred
 from harness.launchers.protocol import FromWorker, Stop, ToWorker
 from harness.launchers.worker import WorkerJob, worker_main
 
@@ -58,7 +58,7 @@ class ProcessLauncher:
     def start(self) -> None:
         # The worker inherits a signal mask with SIGINT/SIGTERM blocked, so a Ctrl-C during its start-up
         # cannot kill it with a KeyboardInterrupt traceback before it has set its own handling (worker_main).
-        with signals_deferred():
+        with signals_deferred(), signals_blocked():
             self.process.start()
         self._child.close()  # the parent keeps only its end, so EOF is seen when the worker dies
 

@@ -12,7 +12,7 @@ Writing (`AppendOnlyFile`, used by `harness.results.writer.RunWriter`):
   The CSV line is the commit record. If any write or fsync fails (ENOSPC, EIO, quota), both files are
   truncated back to their committed lengths, so they hold exactly the same rows, and the error becomes
   one line naming the file and the free space (`WriteFailed`, a `HarnessError`).
-- SIGINT/SIGTERM are blocked while a row is written (`signals_deferred`), so an interrupt lands between
+- SIGINT/SIGTERM are held back while a row is written (`signals_deferred`), so an interrupt lands between
   rows, never inside one.
 - A hard kill (SIGKILL, power loss) can still stop between the two writes. The order above guarantees
   `CSV rows <= JSONL lines <= CSV rows + 1`, and a torn line is only ever the last one; `--resume`
@@ -28,6 +28,8 @@ the text up to its newline holds an even number of `"`: CSV doubles quotes insid
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import os
 import shutil
 import sys
@@ -192,15 +194,18 @@ def split_torn_csv(text: str) -> tuple[str, str]:
             return text[: cut + 1], text[cut + 1 :]
 
 
+def committed_csv_bytes(data: bytes) -> tuple[bytes, bytes]:
+    """(complete records, torn tail) of a results.csv's bytes; the tail is b"" for a whole file."""
+    if not data or (data.endswith(b"\n") and data.count(b'"') % 2 == 0):
+        return data, b""
+    head, _ = split_torn_csv(data.decode("utf-8", errors="surrogateescape"))
+    good = head.encode("utf-8", errors="surrogateescape")
+    return good, data[len(good) :]
+
+
 def committed_csv_text(path: Path, warn: Warn | None) -> str:
     """results.csv as text without a torn last record; `warn` hears about one (None: it is an error)."""
-    data = path.read_bytes()
-    good = data
-    torn = b""
-    if data and (not data.endswith(b"\n") or data.count(b'"') % 2):
-        head, _ = split_torn_csv(data.decode("utf-8", errors="surrogateescape"))
-        good = head.encode("utf-8", errors="surrogateescape")
-        torn = data[len(good) :]
+    good, torn = committed_csv_bytes(path.read_bytes())
     if torn:
         if warn is None:
             raise HarnessError(f"{path}: the last row is incomplete (the run was cut off while writing it)")
@@ -209,19 +214,19 @@ def committed_csv_text(path: Path, warn: Warn | None) -> str:
             f"{path}:{lineno}: last row is incomplete ({len(torn)} bytes, the run was cut off while writing it); "
             "ignored"
         )
+    return decode_csv(good, path)
+
+
+def decode_csv(data: bytes, path: Path) -> str:
     try:
-        return good.decode("utf-8-sig")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        lineno = good[: exc.start].count(b"\n") + 1
+        lineno = data[: exc.start].count(b"\n") + 1
         raise HarnessError(f"{path}:{lineno}: not UTF-8 text ({exc.reason}); is this a results.csv?") from None
 
 
-def csv_row_count(path: Path) -> int:
-    """Complete data rows of a results.csv (header excluded; a torn last record not counted)."""
-    import csv
-    import io
-
-    text = committed_csv_text(path, warn=lambda _m: None)
+def csv_rows(text: str) -> int:
+    """Data rows of a results.csv's text (header excluded)."""
     return max(0, sum(1 for _ in csv.reader(io.StringIO(text, newline=""))) - 1)
 
 
@@ -229,8 +234,10 @@ __all__ = [
     "AppendOnlyFile",
     "SpaceReserve",
     "WriteFailed",
+    "committed_csv_bytes",
     "committed_csv_text",
-    "csv_row_count",
+    "csv_rows",
+    "decode_csv",
     "free_space",
     "split_torn_csv",
     "stderr_warning",

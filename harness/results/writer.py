@@ -29,7 +29,9 @@ from harness.interrupts import signals_deferred
 from harness.results.durable import (
     AppendOnlyFile,
     SpaceReserve,
-    committed_csv_text,
+    committed_csv_bytes,
+    csv_rows,
+    decode_csv,
     write_failed,
 )
 from harness.results.layout import RESULTS_CSV, RUN_JSON, SUMMARIES_JSONL
@@ -75,6 +77,7 @@ class RunWriter:
         self.summaries_path = self.dir / SUMMARIES_JSONL
         self.run_json_path = self.dir / RUN_JSON
         self.rows_written = 0
+        self.created = _existing is None  # False for a reopened (resumed) run: never removed by discard
         if _existing is None:
             self._create()
         else:
@@ -107,8 +110,9 @@ class RunWriter:
     def _open_existing(self) -> None:
         if not self.csv_path.is_file():
             raise HarnessError(f"{self.dir}: no {RESULTS_CSV}; --resume needs a run directory written by harness run")
-        text = committed_csv_text(self.csv_path, warn=lambda _m: None)
-        rows = max(0, sum(1 for _ in csv.reader(io.StringIO(text, newline=""))) - 1)
+        good, _torn = committed_csv_bytes(self.csv_path.read_bytes())
+        text = decode_csv(good, self.csv_path)
+        rows = csv_rows(text)
         if not text:
             raise HarnessError(f"{self.csv_path}: no header; this run directory cannot be resumed, start a new run")
         keep_jsonl = 0
@@ -120,7 +124,7 @@ class RunWriter:
                     keep_jsonl += len(line)
         try:
             self._csv = AppendOnlyFile(self.csv_path, create=False)
-            self._csv.truncate_to(len(text.encode("utf-8")))
+            self._csv.truncate_to(len(good))
             if not self.summaries_path.exists():
                 self.summaries_path.touch()
             self._jsonl = AppendOnlyFile(self.summaries_path, create=False)
@@ -200,8 +204,10 @@ class RunWriter:
         self._reserve.release()
 
     def discard_if_empty(self) -> bool:
-        """Remove a new run directory that has no rows (a run that failed before its first sample)."""
-        if self.rows_written:
+        """Remove a new run directory that has no rows (a run that failed before its first sample). A
+        reopened run's directory is the user's earlier run: it is closed, never removed."""
+        if self.rows_written or not self.created:
+            self.close()
             return False
         self._reserve.release()
         self._remove_dir()

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from faultcli import assert_no_traceback, assert_one_line_error, run_args, run_cli
+from faultcli import Result, assert_no_traceback, assert_one_line_error, faults_env, run_args, run_cli, run_many
 
 ALL_TALKS = "microsoft-azure,kunlun-tiangong,alibaba-qwen,qualcomm-npu,ant-codefuse"
 
@@ -25,15 +25,19 @@ def _rows(run_dir: Path) -> tuple[int, int]:
     return n_csv, len(jsonl_bytes.decode("utf-8").splitlines())
 
 
-def _readers_work(run_dir: Path, out: Path) -> None:
-    compare = run_cli("compare", run_dir, run_dir)
-    assert compare.returncode == 0, compare.explain()
-    assert "not complete" in compare.stdout + compare.stderr  # the interrupted/failed run is flagged
-    report = run_cli("report", run_dir, "--out", out)
-    assert report.returncode == 0, report.explain()
-    assert Path(report.stdout.strip().splitlines()[-1]).is_file()
-    score = run_cli("score", run_dir)
-    assert score.returncode == 0, score.explain()
+def _readers(run_dir: Path, out: Path) -> dict[str, Result]:
+    """report, compare and score over one run directory (at once: they only read)."""
+    cases: dict[str, list[str | Path]] = {
+        "report": ["report", run_dir, "--out", out],
+        "compare": ["compare", run_dir, run_dir],
+        "score": ["score", run_dir],
+    }
+    results = run_many(cases, faults_env())
+    for result in results.values():
+        assert_no_traceback(result)
+        assert result.returncode == 0, result.explain()
+    assert Path(results["report"].stdout.strip().splitlines()[-1]).is_file()
+    return results
 
 
 def test_a_run_into_a_full_disk_is_one_line_and_stays_readable(
@@ -49,7 +53,9 @@ def test_a_run_into_a_full_disk_is_one_line_and_stays_readable(
     record = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
     assert record["status"] == "failed" and record["written_rows"] == n_csv
     assert "No space left" in record["failure"]
-    _readers_work(run_dir, tmp_path / "report")
+    readers = _readers(run_dir, tmp_path / "report")
+    for name in ("report", "compare"):  # the failed run is flagged
+        assert "not complete (status failed" in readers[name].stderr, readers[name].explain()
 
 
 def test_a_disk_already_full_is_one_line_and_leaves_nothing(
@@ -76,8 +82,5 @@ def test_readers_report_a_torn_last_line_instead_of_refusing(
         fh.write('{"model": "m", "talk_id": "x", "prediction": "半'.encode()[:-1])
     with (run_dir / "results.csv").open("ab") as fh:
         fh.write("r,m,dummy,模".encode()[:-2])
-    for argv in (["report", run_dir, "--out", tmp_path / "rep"], ["compare", run_dir, run_dir], ["score", run_dir]):
-        out = run_cli(*argv)
-        assert_no_traceback(out)
-        assert out.returncode == 0, out.explain()
+    for out in _readers(run_dir, tmp_path / "rep").values():
         assert "incomplete" in out.stderr and "ignored" in out.stderr, out.explain()
