@@ -35,6 +35,7 @@ from harness.results.durable import (
     write_failed,
 )
 from harness.results.layout import RESULTS_CSV, RUN_JSON, SUMMARIES_JSONL
+from harness.results.record import SCHEMA_VERSION, RunRecord
 from harness.results.schema import COLUMNS
 
 RESERVE = ".space-reserve"
@@ -177,7 +178,11 @@ class RunWriter:
     def write_run_json(self, record: Any) -> None:
         """Replace run.json atomically (temp file + rename). `record` is a dict or has `to_dict()`.
         On a full disk the space reserve is released and the write retried once."""
-        data = record.to_dict() if hasattr(record, "to_dict") else record
+        # Written through the typed record (harness.results.record), the type report and compare read it back
+        # with: a dict is checked and normalised by it, and the schema version is stamped.
+        if not hasattr(record, "to_dict"):
+            record = RunRecord.from_dict({"schema_version": SCHEMA_VERSION, **record})
+        data = record.to_dict()
         text = json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n"
         tmp = self.run_json_path.with_suffix(".json.tmp")
         for attempt in (0, 1):
