@@ -22,9 +22,8 @@ from typing import Any
 from rich.console import Console
 
 from harness import __version__
-from harness.backends import backend_class, make_flags
+from harness.backends import backend_class, backend_ref, make_flags
 from harness.backends.base import BackendOptions
-from harness.backends.openai_http import OpenAIHttpBackend
 from harness.corpus import Talk, corpus_label, corpus_path, load_corpus
 from harness.env import collect_environment, command_line
 from harness.errors import HarnessError, unknown
@@ -666,13 +665,13 @@ class Runner:
             return
         if state.served is not None:
             state.record["serving"] = state.served.record
-            state.ctx.base["backend"] = OpenAIHttpBackend.name
+            state.ctx.base["backend"] = state.served.backend_name
             options = state.served.options
         cls = backend_class(entry.backend)
         state.job = WorkerJob(
             model_id=entry.id,
             # An importable reference, so a backend defined outside harness.backends loads in the worker too.
-            backend=state.served.backend_ref if state.served else f"{cls.__module__}:{cls.__qualname__}",
+            backend=state.served.backend_ref if state.served else backend_ref(cls),
             model_path=str(path),
             prompt_style=entry.prompt_style,
             options=options,

@@ -44,6 +44,10 @@ class ServedModel:
     record: dict[str, Any] = field(default_factory=dict)  # for run.json models.<id>.serving
 
     @property
+    def backend_name(self) -> str:
+        return OpenAIHttpBackend.name
+
+    @property
     def backend_ref(self) -> str:
         return f"{OpenAIHttpBackend.__module__}:{OpenAIHttpBackend.__qualname__}"
 

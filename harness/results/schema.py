@@ -287,7 +287,7 @@ COLUMN_SPECS: tuple[Column, ...] = (
         better="lower",
     ),
     _metric("avg_power_w", "W", "energy_j / sample wall time", better="lower"),
-    _metric("j_per_token", "J/tok", "energy_j / output_tokens", better="lower"),
+    _metric("j_per_token", "J/tok", "energy_j / tokens generated in the sample (all stages)", better="lower"),
     _info("power_source", "", "energy counters summed: rapl:package-N, nvml:N; empty = none readable (see run.json)"),
     # --- serving over HTTP (harness.backends.openai_http) ---------------------------------------
     _setting(

@@ -54,6 +54,11 @@ class SampleResult:
     stages: tuple[StageResult, ...] = ()
     columns: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def total_output_tokens(self) -> int:
+        """Tokens generated over the whole sample: every stage's, or the one call's."""
+        return sum(s.latency.output_tokens for s in self.stages) if self.stages else self.latency.output_tokens
+
 
 class Scenario(ABC):
     """Runs inside the worker, after the backend is loaded. Instantiated once per worker."""

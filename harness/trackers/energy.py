@@ -151,7 +151,7 @@ class EnergyTracker(Tracker):
         self._start = None
         joules = sum(z.delta_uj(a, b) for z, a, b in zip(self.zones, rapl0, rapl1, strict=True)) / 1e6
         joules += sum(b - a for a, b in zip(gpu0, gpu1, strict=True)) / 1e3
-        tokens = result.latency.output_tokens if result is not None else 0
+        tokens = result.total_output_tokens if result is not None else 0  # all stages: the energy spans them
         return {
             "energy_j": joules,
             "avg_power_w": joules / (t1 - t0) if t1 > t0 else None,
