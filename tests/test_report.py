@@ -271,3 +271,25 @@ def test_environment_shows_full_cpu_typed_command_and_only_installed_packages(
     assert "Test CPU @ 3.0GHz (AuthenticAMD family 25 model 17 stepping 1, microcode 0x1000065)" in html
     assert "python -m harness run --models &#x27;a b&#x27;" in html
     assert "<td>numpy 2.1.0</td>" in html and "None" not in html
+
+
+def test_a_fleet_run_reports_one_series_per_device(tmp_path: Path) -> None:
+    """Rows of one model from two devices are two series (never pooled into one mean)."""
+    import csv
+
+    from harness.report.data import collect_samples
+    from harness.report.load import load_runs
+
+    run = make_run(tmp_path, "fleet", models=("m-small",), repeats=2)
+    path = run / "results.csv"
+    with path.open(encoding="utf-8", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for i, row in enumerate(rows):
+        row["device"] = "a" if i % 2 else "b"
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    samples, order = collect_samples(load_runs([run]))
+    assert sorted(order) == ["m-small on a", "m-small on b"]
+    assert samples.groupby("series")["device"].nunique().eq(1).all()

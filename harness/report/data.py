@@ -27,26 +27,31 @@ def _column(df: pd.DataFrame, name: str) -> pd.Series:
     return df[name].fillna("").astype(str) if name in df else pd.Series("", index=df.index)
 
 
-def _series_labeller(runs: Sequence[Run]) -> dict[tuple[str, str, str, str], str]:
-    """(run, model, provider, sweep) -> display label: the model, plus provider, config (the swept
-    settings, e.g. `threads=2`) and run only where needed."""
-    keys: list[tuple[str, str, str, str]] = []
+def _series_labeller(runs: Sequence[Run]) -> dict[tuple[str, str, str, str, str], str]:
+    """(run, device, model, provider, sweep) -> display label: the model, plus provider, config (the swept
+    settings, e.g. `threads=2`), device (a fleet run: `on a`) and run only where needed."""
+    keys: list[tuple[str, str, str, str, str]] = []
     for run in runs:
         df = run.results
-        rows = zip(df["model"].astype(str), _column(df, "provider"), _column(df, "sweep"), strict=True)
-        for model, provider, sweep in dict.fromkeys(rows):
-            keys.append((run.label, model, provider, sweep))
-    providers = {(r, m): {p for r2, m2, p, _ in keys if (r2, m2) == (r, m)} for r, m, _, _ in keys}
-    labels: dict[tuple[str, str, str, str], str] = {}
-    for run_label, model, provider, sweep in keys:
+        rows = zip(
+            _column(df, "device"), df["model"].astype(str), _column(df, "provider"), _column(df, "sweep"), strict=True
+        )
+        for device, model, provider, sweep in dict.fromkeys(rows):
+            keys.append((run.label, device, model, provider, sweep))
+    providers = {(r, m): {p for r2, _, m2, p, _ in keys if (r2, m2) == (r, m)} for r, _, m, _, _ in keys}
+    devices = {r: {d for r2, d, _, _, _ in keys if r2 == r} for r, *_ in keys}
+    labels: dict[tuple[str, str, str, str, str], str] = {}
+    for run_label, device, model, provider, sweep in keys:
         label = model
         if len(providers[(run_label, model)]) > 1 and provider:
             label += f" [{provider}]"
         if sweep:
             label += f" [{sweep}]"
+        if len(devices[run_label]) > 1 and device:  # a fleet run: one series per device, never pooled
+            label += f" on {device}"
         if len(runs) > 1:
             label += f" @ {run_label}"
-        labels[(run_label, model, provider, sweep)] = label
+        labels[(run_label, device, model, provider, sweep)] = label
     return labels
 
 
@@ -57,11 +62,13 @@ def collect_samples(runs: Sequence[Run]) -> tuple[pd.DataFrame, list[str]]:
     for run in runs:
         df = run.results.copy()
         df["run"] = run.label
+        df["device"] = _column(df, "device")
         df["provider"] = _column(df, "provider")
         df["sweep"] = _column(df, "sweep")
         df["model"] = df["model"].astype(str)
         df["series"] = [
-            labels[(run.label, m, p, w)] for m, p, w in zip(df["model"], df["provider"], df["sweep"], strict=True)
+            labels[(run.label, d, m, p, w)]
+            for d, m, p, w in zip(df["device"], df["model"], df["provider"], df["sweep"], strict=True)
         ]
         frames.append(df)
     samples = pd.concat(frames, ignore_index=True, sort=False)
