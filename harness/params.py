@@ -215,7 +215,9 @@ PARAMS: tuple[Param, ...] = (
         default_text="models.yaml flag, else 0", group="settings",
     ),
     _p(
-        "n_gpu_layers", "--n-gpu-layers", "llama.cpp layers to offload when the build has a GPU (-1 = all)",
+        "n_gpu_layers",
+        "--n-gpu-layers",
+        "llama.cpp layers to offload (-1 = all); refused up front on a build without GPU offload",
         parse=parse_int, kind="sweep", minimum=-1, metavar="N", default_text="models.yaml flag, else 0",
         group="settings",
     ),

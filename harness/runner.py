@@ -637,11 +637,13 @@ class Runner:
             self.echo(f"   cannot get model: {exc}")
             state.failed = str(exc)
             return
-        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        # No local weights (source kind remote): size 0, empty sha256; the server holds the model.
+        files = [] if path is None else sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
         size_bytes = sum(p.stat().st_size for p in files)
         state.ctx.weight_bytes = size_bytes
-        state.ctx.weights_read_bytes = weights_read_bytes(path) if path.is_file() else None
-        state.ctx.kv_shape = kv_cache_shape(path) if path.is_file() else None
+        local_file = path is not None and path.is_file()
+        state.ctx.weights_read_bytes = weights_read_bytes(path) if local_file else None
+        state.ctx.kv_shape = kv_cache_shape(path) if local_file else None
         state.ctx.base["model_file_mb"] = size_bytes / 2**20
         model_record = record["models"].setdefault(entry.id, {})
         model_record.update(
@@ -649,7 +651,7 @@ class Runner:
             quant=entry.quant,
             source=entry.source.kind,
             size_bytes=size_bytes,
-            sha256=cached_sha256(path) if path.is_file() else None,
+            sha256=cached_sha256(path) if local_file else "" if path is None else None,
             provenance=entry.provenance or None,
         )
         # One config: its load facts sit on the model's record, as before sweeps; several: one entry each.
@@ -672,7 +674,7 @@ class Runner:
             model_id=entry.id,
             # An importable reference, so a backend defined outside harness.backends loads in the worker too.
             backend=state.served.backend_ref if state.served else backend_ref(cls),
-            model_path=str(path),
+            model_path=str(path) if path is not None else "",
             prompt_style=entry.prompt_style,
             options=options,
             template=template,
@@ -721,6 +723,7 @@ class Runner:
             n_ctx=loaded.n_ctx,
             mmap=loaded.mmap,
             engine=loaded.extra,
+            **({"tokenizer": loaded.extra["tokenizer"]} if loaded.extra.get("tokenizer") else {}),
             engine_system_info=loaded.system_info,
             warmup_s=round(warmed.warmup_s, 3),
             warmup_runs=warmed.runs,

@@ -87,7 +87,7 @@ class Serving:
         return self.via is not None or entry.backend == OpenAIHttpBackend.name
 
     def start(
-        self, entry: ModelEntry, weights: Path, options: BackendOptions, run_dir: Path, echo: Printer
+        self, entry: ModelEntry, weights: Path | None, options: BackendOptions, run_dir: Path, echo: Printer
     ) -> ServedModel | None:
         """None for an in-process model; else how to reach it (a --via server is started and ready)."""
         if not self.applies(entry):
@@ -95,6 +95,7 @@ class Serving:
         if self.via is None:
             return self._external(entry, weights, options, echo)
         flags = options.flags
+        assert weights is not None  # --via takes llama_cpp entries only (checked in __init__), never remote
         settings = ServerSettings(
             model_id=entry.id,
             weights=weights,
@@ -123,10 +124,12 @@ class Serving:
         echo(f"   {self.via} ready in {ready_s:.2f} s (pid {server.pid}); memory columns are the server's")
         return served
 
-    def _external(self, entry: ModelEntry, weights: Path, options: BackendOptions, echo: Printer) -> ServedModel:
+    def _external(
+        self, entry: ModelEntry, weights: Path | None, options: BackendOptions, echo: Printer
+    ) -> ServedModel:
         flags = options.flags
         assert isinstance(flags, EndpointConfig)
-        if flags.tokenizer is None and weights.is_file() and weights.suffix == ".gguf":
+        if flags.tokenizer is None and weights is not None and weights.is_file() and weights.suffix == ".gguf":
             flags = replace(flags, tokenizer=str(weights))  # the entry's own GGUF tokenises prompts locally
         pid = self.server_pid if self.server_pid is not None else local_server_pid(flags.root)
         note = (

@@ -179,3 +179,18 @@ def test_a_persistent_threadpool_with_llama_bench_settings_is_attached(tmp_path:
     finally:
         backend.close()
     assert backend._threadpool is None and backend.llm is None
+
+
+def test_gpu_layers_on_a_cpu_only_build_are_refused_up_front(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    import llama_cpp
+
+    if llama_cpp.llama_supports_gpu_offload():
+        pytest.skip("this llama-cpp-python build offloads to a GPU: n_gpu_layers is valid here")
+    command = [sys.executable, "-m", "harness", "run", "--models", "tiny-qwen2", "--n-gpu-layers", "1"]
+    proc = subprocess.run([*command, "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "no GPU offload" in proc.stderr and "Traceback" not in proc.stderr
+    assert not any(tmp_path.iterdir())  # refused before any run directory

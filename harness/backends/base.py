@@ -167,6 +167,8 @@ class Backend(ABC):
     requires: ClassVar[dict[str, str]] = {}
     # Execution providers a model may name (models.yaml `provider`, --provider) besides "auto"; () = none.
     providers: ClassVar[tuple[str, ...]] = ()
+    # Talks to a server that holds the model: may have no local weights (models.yaml `source: {kind: remote}`).
+    remote: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

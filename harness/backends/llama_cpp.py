@@ -233,6 +233,17 @@ class LlamaCppBackend(Backend):
             self.llm = None
 
     @classmethod
+    def preflight(cls, options: BackendOptions) -> None:
+        """Layers offloaded to a GPU the build cannot use would run on the CPU under a GPU label: refuse them
+        up front (a sweep skips that combination with this reason)."""
+        flags = options.flags
+        if isinstance(flags, LlamaCppFlags) and flags.n_gpu_layers and not llama_cpp.llama_supports_gpu_offload():
+            raise HarnessError(
+                f"n_gpu_layers {flags.n_gpu_layers}: this llama-cpp-python build has no GPU offload (CPU only); "
+                "leave --n-gpu-layers at 0, or install a GPU build (e.g. CMAKE_ARGS=-DGGML_CUDA=on)"
+            )
+
+    @classmethod
     def system_info(cls) -> dict[str, Any]:
         return {
             "llama_cpp_python": llama_cpp.__version__,

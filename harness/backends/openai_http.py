@@ -455,6 +455,7 @@ class OpenAIHttpBackend(Backend):
     name: ClassVar[str] = "openai"
     flags_type: ClassVar[type[BackendFlags]] = EndpointConfig
     requires: ClassVar[dict[str, str]] = {"httpx": "httpx"}
+    remote: ClassVar[bool] = True
 
     def __init__(self, model_path: Path, options: BackendOptions, prompt_style: str) -> None:
         super().__init__(model_path, options, prompt_style)

