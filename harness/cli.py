@@ -16,9 +16,9 @@ import importlib
 import sys
 import textwrap
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 
 from harness import __version__
+from harness.env import harness_command
 from harness.errors import HarnessError
 
 COMMANDS = (
@@ -137,14 +137,8 @@ class HelpFormatter(argparse.HelpFormatter):
 
 
 def invoked_prog(argv0: str | None = None) -> str:
-    """How the user started the CLI, for usage lines and examples: `.venv/bin/python -m harness` under
-    `-m` (as typed, so a pasted example uses the same interpreter), else `harness`."""
-    orig = list(getattr(sys, "orig_argv", []) or [])
-    if argv0 is None:
-        argv0 = sys.argv[0] if sys.argv else ""
-    if Path(argv0).name == "__main__.py" and "-m" in orig:
-        return " ".join([*orig[: orig.index("-m")], "-m", "harness"])
-    return "harness"
+    """How the user started the CLI, for usage lines and examples (harness.env.harness_command)."""
+    return harness_command(argv0)
 
 
 def subparsers_of(

@@ -52,6 +52,17 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+def harness_command(argv0: str | None = None) -> str:
+    """How the user started the CLI, for messages and examples that name a command: `.venv/bin/python -m
+    harness` under `-m` (as typed, so a pasted fix uses the same interpreter), else `harness`."""
+    orig = list(getattr(sys, "orig_argv", []) or [])
+    if argv0 is None:
+        argv0 = sys.argv[0] if sys.argv else ""
+    if Path(argv0).name == "__main__.py" and "-m" in orig:
+        return " ".join([*orig[: orig.index("-m")], "-m", "harness"])
+    return "harness"
+
+
 def command_line() -> list[str]:
     """The command as the user typed it: `.venv/bin/python -m harness run …` or `harness run …`.
 

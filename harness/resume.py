@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.env import harness_command
 from harness.errors import HarnessError
 from harness.results.durable import committed_csv_text
 from harness.results.layout import RESULTS_CSV, RUN_JSON
@@ -175,7 +176,7 @@ def check_row(seq: int, planned: RowKey, done: RowKey, run_dir: Path) -> None:
 
 
 def resume_hint(run_dir: Path) -> str:
-    return f"python -m harness run --resume {shlex.quote(str(run_dir))}"
+    return f"{harness_command()} run --resume {shlex.quote(str(run_dir))}"
 
 
 def _short(value: Any) -> str:

@@ -42,6 +42,7 @@ from harness.backends.base import (
     LoadInfo,
     TokenStream,
 )
+from harness.env import harness_command
 from harness.errors import HarnessError, unknown
 from harness.prompts import RenderedPrompt
 
@@ -234,7 +235,7 @@ class OnnxGenaiBackend(Backend):
         if not genai_path.is_file():
             raise HarnessError(
                 f"{model_dir} is not an onnxruntime-genai model (no {GENAI_CONFIG}); "
-                f"build one with `python -m harness prepare onnx MODEL_ID`"
+                f"build one with `{harness_command()} prepare onnx MODEL_ID`"
             )
         genai_config = _read_json(genai_path)
         harness_meta = _read_json(model_dir / HARNESS_JSON)

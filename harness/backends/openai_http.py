@@ -38,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import time
 from collections.abc import Iterable
@@ -78,6 +79,11 @@ class EndpointConfig(BackendFlags):
     served_model: str = ""  # the server's name for the model ("model" in each request)
     api_key_env: str | None = None  # environment variable holding the API key, if the server wants one
     tokenizer: str | None = None  # a GGUF whose tokenizer + chat template fit talks into n_ctx locally
+    # Without a GGUF and without a server tokenize endpoint, prompt tokens for the n_ctx budget are estimated as
+    # characters / chars_per_token. 1.0 over-counts for Qwen-style tokenizers (about 1.5 chars/token on Chinese,
+    # 4 on English), so talks are cut early rather than overflow; a run's tokens_per_char column gives the
+    # model's real figure (chars_per_token = 1 / tokens_per_char).
+    chars_per_token: Annotated[float, Field(gt=0)] = 1.0
     server: ServerKind = "auto"  # which server: decides the no-cache option and where counters come from
     timeout_s: Annotated[float, Field(gt=0)] = 300.0  # per request, from sending to the last byte
     connect_timeout_s: Annotated[float, Field(gt=0)] = 10.0
@@ -448,6 +454,73 @@ class GgufTokenizer:
             self.llm.close()
 
 
+# --- counting prompt tokens without a local GGUF ---------------------------------------------------------
+TOKENIZE_PATHS: dict[str, str] = {"llama-server": "/tokenize", "llama-cpp-python": "/extras/tokenize"}
+
+
+def prompt_text(prompt: RenderedPrompt) -> str:
+    """The text a server-side tokenizer or the estimate counts: the whole prompt, or the chat messages' text."""
+    return prompt.content if prompt.style != "chat" else "".join(m["content"] for m in prompt.messages())
+
+
+def estimate_ids(prompt: RenderedPrompt, chars_per_token: float) -> list[int]:
+    """Placeholder ids, as many as the estimate's tokens (ceil(characters / chars_per_token)): only their
+    number is used, to fit the talk into n_ctx; the row's prompt_tokens are the server's."""
+    return [0] * math.ceil(len(prompt_text(prompt)) / chars_per_token)
+
+
+class ServerTokenizer:
+    """The server's own tokenizer over HTTP: llama-server `POST /tokenize {"content"}` (chat prompts rendered
+    by its `POST /apply-template` first, when it has one), llama-cpp-python's `POST /extras/tokenize
+    {"input"}`. Both answer `{"tokens": [...]}`."""
+
+    def __init__(self, backend: OpenAIHttpBackend, flavor: str) -> None:
+        self.backend = backend
+        self.flavor = flavor
+        self.path = TOKENIZE_PATHS[flavor]
+        self.templated = False  # chat prompts rendered by the server's template before counting
+
+    def probe(self) -> None:
+        """Raises RequestError when the endpoint is missing (then the backend estimates)."""
+        self._tokenize("a", add_special=True)
+        if self.flavor == "llama-server":
+            with contextlib.suppress(RequestError):
+                self._apply_template([{"role": "user", "content": "a"}])
+                self.templated = True
+
+    @property
+    def description(self) -> str:
+        if self.flavor == "llama-server" and self.templated:
+            return "server: llama-server /apply-template + /tokenize"
+        return f"server: {self.path} (chat prompts: messages' text, the chat template's tokens not counted)"
+
+    def _tokenize(self, text: str, add_special: bool) -> list[int]:
+        if self.flavor == "llama-server":
+            body: dict[str, Any] = {"content": text, "add_special": add_special, "parse_special": True}
+        else:
+            body = {"model": self.backend.endpoint.served_model, "input": text}
+        data = self.backend._post(self.path, body).json()
+        tokens = data.get("tokens") if isinstance(data, dict) else None
+        if not isinstance(tokens, list):
+            raise RequestError(f"{self.path} answered without a tokens list: {json.dumps(data)[:120]}")
+        return [t if isinstance(t, int) else 0 for t in tokens]  # llama-server may send {id, piece} pairs
+
+    def _apply_template(self, messages: list[dict[str, str]]) -> str:
+        body = {"messages": messages, **self.backend.options.chat_template_kwargs}
+        data = self.backend._post("/apply-template", body).json()
+        if not isinstance(data, dict) or not isinstance(data.get("prompt"), str):
+            raise RequestError("/apply-template answered without a prompt")
+        return str(data["prompt"])
+
+    def encode(self, prompt: RenderedPrompt) -> list[int]:
+        if prompt.style == "chat" and self.templated:
+            return self._tokenize(self._apply_template(prompt.messages()), add_special=False)
+        return self._tokenize(prompt_text(prompt), add_special=prompt.style != "chat")
+
+    def close(self) -> None:
+        """Nothing to release: the backend owns the HTTP client."""
+
+
 # --- the backend ----------------------------------------------------------------------------------------
 class OpenAIHttpBackend(Backend):
     """Greedy generations over HTTP from an OpenAI-compatible server (or ollama's native API)."""
@@ -464,7 +537,9 @@ class OpenAIHttpBackend(Backend):
         self.endpoint = flags
         self.client: httpx.Client | None = None
         self.flavor: Flavor = "openai"
-        self.tokenizer: GgufTokenizer | None = None
+        self.tokenizer: GgufTokenizer | ServerTokenizer | None = None
+        self.tokenizer_description = ""  # how prompts are counted for the n_ctx budget (run.json)
+        self.estimated = False  # prompt token counts for the budget are an estimate (no tokenizer anywhere)
         self._rendered: dict[tuple[int, ...], RenderedPrompt] = {}
         self._first_evaluated: dict[str, int] = {}  # prompt digest -> evaluated count first seen (ollama)
 
@@ -486,8 +561,7 @@ class OpenAIHttpBackend(Backend):
         self.client = httpx.Client(timeout=config.timeout(), headers=config.headers())
         self.flavor = detect_flavor(self.client, config)
         self._check_model_served()
-        if config.tokenizer:
-            self.tokenizer = GgufTokenizer(Path(config.tokenizer), dict(self.options.chat_template_kwargs))
+        self._choose_tokenizer()
         if self.flavor == "llama-cpp-python" and self.options.chat_template_kwargs:
             raise HarnessError(
                 "llama-cpp-python's server cannot pass chat_template_kwargs to the template; "
@@ -497,7 +571,7 @@ class OpenAIHttpBackend(Backend):
             "endpoint": config.root,
             "served_model": config.served_model,
             "server": self.flavor,
-            "tokenizer": config.tokenizer or None,
+            "tokenizer": self.tokenizer_description,
             "prefix_cache": {
                 "llama-server": "cache_prompt=false, evaluated count checked",
                 "llama-cpp-python": "flush request before each sample",
@@ -505,10 +579,10 @@ class OpenAIHttpBackend(Backend):
                 "openai": "unknown: server reports no evaluated-prompt count",
             }[self.flavor],
         }
-        if not config.tokenizer:
+        if self.estimated:
             extra["warning"] = (
-                "no tokenizer for this endpoint: talks are not cut to fit n_ctx (the server truncates or refuses); "
-                "set source.tokenizer to the model's GGUF"
+                f"no tokenizer for this endpoint: talks are fitted to n_ctx by an {self.tokenizer_description}; "
+                "rows' prompt_tokens are the server's; set flags.tokenizer to the model's GGUF for exact cuts"
             )
         return LoadInfo(
             provider=f"http:{self.flavor}",
@@ -518,9 +592,35 @@ class OpenAIHttpBackend(Backend):
             extra=extra,
         )
 
+    def _choose_tokenizer(self) -> None:
+        """The GGUF named by flags.tokenizer, else the server's tokenize endpoint, else the estimate."""
+        config = self.endpoint
+        if config.tokenizer:
+            self.tokenizer = GgufTokenizer(Path(config.tokenizer), dict(self.options.chat_template_kwargs))
+            self.tokenizer_description = f"gguf: {config.tokenizer}"
+            return
+        if self.flavor in TOKENIZE_PATHS:
+            server = ServerTokenizer(self, self.flavor)
+            try:
+                server.probe()
+            except RequestError:
+                pass  # an older or restricted server: estimate
+            else:
+                self.tokenizer, self.tokenizer_description = server, server.description
+                return
+        self.estimated = True
+        self.tokenizer_description = f"estimate ({config.chars_per_token:g} chars/token)"
+
     def tokenize_prompt(self, prompt: RenderedPrompt) -> list[int]:
-        """Local token ids when a tokenizer is known (to fit n_ctx); else none: the server counts the prompt."""
-        ids = self.tokenizer.encode(prompt) if self.tokenizer else []
+        """Token ids to fit n_ctx: the GGUF's or the server's; with neither, placeholders as many as the
+        estimate's tokens (only their number is used; the row's prompt_tokens are the server's)."""
+        if self.tokenizer is not None:
+            try:
+                ids = self.tokenizer.encode(prompt)
+            except RequestError as exc:
+                raise HarnessError(f"cannot count prompt tokens on {self.endpoint.root}: {exc}") from None
+        else:
+            ids = estimate_ids(prompt, self.endpoint.chars_per_token)
         if len(self._rendered) > 256:
             self._rendered.clear()
         self._rendered[tuple(ids)] = prompt
@@ -538,7 +638,8 @@ class OpenAIHttpBackend(Backend):
         if needs_text_count(self.flavor, outcome, request.max_new_tokens):
             outcome.completion_tokens = self.count_tokens(outcome.text)
             outcome.output_tokens_source = "server_tokenize"
-        self._check_prompt(prompt, outcome, expected=len(request.prompt_ids) or None)
+        expected = None if self.estimated else len(request.prompt_ids) or None
+        self._check_prompt(prompt, outcome, expected=expected)
         return to_generation(outcome)
 
     def close(self) -> None:

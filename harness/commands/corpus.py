@@ -23,6 +23,7 @@ from harness.corpus.derive import (
     check_corpus,
     write_corpus,
 )
+from harness.env import harness_command
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -117,7 +118,7 @@ def _derive(args: argparse.Namespace) -> int:
         stale = check_corpus(args.seeds, args.out, args.references, args.report_references)
         for path in stale:
             print(
-                f"{path} differs from a fresh derivation; run `python -m harness corpus derive`",
+                f"{path} differs from a fresh derivation; run `{harness_command()} corpus derive`",
                 file=sys.stderr,
             )
         if not stale:

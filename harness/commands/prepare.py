@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from harness.env import harness_command
 from harness.prepare import onnx_model_id
 
 
@@ -99,5 +100,5 @@ def _prepare_onnx(args: argparse.Namespace) -> int:
         builder_options=tuple(args.builder_option),
     )
     entry = prepare_onnx(request, echo=lambda line: print(line, flush=True))
-    print(f"run it with: python -m harness run --models {entry.id}")
+    print(f"run it with: {harness_command()} run --models {entry.id}")
     return 0

