@@ -200,7 +200,8 @@ class Serving:
             requests = []
             for index, (talk, rep) in enumerate((t, r) for r in range(repeats) for t in talks):
                 prepared = fit.prepare(talk.text)
-                requests.append(LoadRequest(index, talk.id, rep, prepared.rendered, len(prepared.ids) or None))
+                counted = None if backend.estimated else len(prepared.ids) or None  # an estimate is no count
+                requests.append(LoadRequest(index, talk.id, rep, prepared.rendered, counted))
             client = LoadClient(backend.endpoint, backend.flavor, scenario.max_new_tokens, served.options.n_ctx)
         except HarnessError as exc:
             echo(f"   load test skipped: {exc}")

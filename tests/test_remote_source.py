@@ -17,6 +17,7 @@ import pytest
 from fakeserver import Reply, fake_server, json_reply, recorded
 
 from harness.errors import HarnessError
+from harness.load import LOAD_REQUESTS_FILE
 from harness.models.registry import load_models
 
 N_CTX = 512
@@ -93,14 +94,16 @@ def test_remote_entry_without_a_tokenize_endpoint_estimates_and_says_so(
     }
     with fake_server(routes) as server:
         models = write_models(_entry("served-estimate", server.url, extra_flags=", chars_per_token: 1.25"))
-        # --offline: a remote entry has nothing to fetch, so it is never "missing".
-        run_dir = _run(tmp_path, cli_env, models, "served-estimate", "--offline")
+        # --offline: a remote entry has nothing to fetch, so it is never "missing"; one load level too.
+        run_dir = _run(tmp_path, cli_env, models, "served-estimate", "--offline", "--concurrency", "1")
     df, record = _check_rows_and_record(run_dir, "served-estimate")
     assert record["tokenizer"] == "estimate (1.25 chars/token)"
     assert "estimate" in record["engine"]["warning"]
     assert not server.posts("/tokenize")
     sent = [body["messages"][0]["content"] for body in server.posts("/v1/chat/completions")]
     assert all(len(s) <= (N_CTX - MAX_NEW) * 1.25 for s in sent) and df["truncated"].any()
+    load = pd.read_csv(run_dir / LOAD_REQUESTS_FILE)
+    assert len(load) == len(df) and (load["prompt_tokens"] == 1187).all()
 
 
 def test_remote_source_needs_a_backend_that_talks_to_a_server(write_models) -> None:
