@@ -229,19 +229,26 @@ def test_a_device_that_refuses_a_job_gives_one_error_row_per_sample(
     assert all("device a refused the job" in e and "qnn" in e for e in rows["error"])
 
 
-def test_interrupt_cancels_every_job_and_finalises_the_run(
+def _slow_fleet_run(
     fleet: Fleet, small_corpus: Path, write_models, dummy_model_file: Path, tmp_path: Path
-) -> None:
+) -> subprocess.Popen[str]:
+    """A fleet run of a dummy model slow enough (20 tok/s, 20 tokens a sample) to act on while it runs."""
     models = write_models(
         f"- id: slow\n  backend: dummy\n  quant: none\n  n_ctx: 4096\n  prompt_style: chat\n"
         f"  source: {{kind: path, path: {dummy_model_file}}}\n  flags: {{tok_per_s: 20}}\n"
     )
-    driver = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-m", "harness", "run", "--fleet", fleet.address, "--no-bandwidth", "--models-file",
          str(models), "--models", "slow", "--corpus", str(small_corpus), "--max-new-tokens", "20", "--warmup", "0",
          "--out", str(tmp_path)],
         env=fleet.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )
+
+
+def test_interrupt_cancels_every_job_and_finalises_the_run(
+    fleet: Fleet, small_corpus: Path, write_models, dummy_model_file: Path, tmp_path: Path
+) -> None:
+    driver = _slow_fleet_run(fleet, small_corpus, write_models, dummy_model_file, tmp_path)
     try:
         assert driver.stdout is not None
         for line in driver.stdout:
@@ -259,7 +266,7 @@ def test_interrupt_cancels_every_job_and_finalises_the_run(
     # Each device stopped its job at its next sample (rather than finishing 4 talks) before the driver left.
     assert {d: j["jobs"]["slow"]["outcome"] for d, j in record["devices"].items()} == {"a": "cancelled",
                                                                                      "b": "cancelled"}
-    # The devices stopped their jobs (at their next sample) instead of finishing 4 talks x 2 s each.
+    # ... and nothing is left processing on the scheduler.
     from distributed import Client
 
     with Client(fleet.address, timeout=30, set_as_default=False) as client:
@@ -273,16 +280,7 @@ def test_losing_a_device_mid_job_turns_its_missing_samples_into_error_rows(
     fleet: Fleet, small_corpus: Path, write_models, dummy_model_file: Path, tmp_path: Path
 ) -> None:
     # Runs last among the fleet tests: it kills worker b.
-    models = write_models(
-        f"- id: slow\n  backend: dummy\n  quant: none\n  n_ctx: 4096\n  prompt_style: chat\n"
-        f"  source: {{kind: path, path: {dummy_model_file}}}\n  flags: {{tok_per_s: 20}}\n"
-    )
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "harness", "run", "--fleet", fleet.address, "--no-bandwidth", "--models-file",
-         str(models), "--models", "slow", "--corpus", str(small_corpus), "--max-new-tokens", "20", "--warmup", "0",
-         "--out", str(tmp_path)],
-        env=fleet.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-    )
+    driver = _slow_fleet_run(fleet, small_corpus, write_models, dummy_model_file, tmp_path)
     lines: list[str] = []
     try:
         assert driver.stdout is not None
