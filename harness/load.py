@@ -175,7 +175,7 @@ def _record(level: int, req: LoadRequest, out: StreamOutcome, level_t0: int, slo
         itl_p50_ms=pct(50),
         itl_p90_ms=pct(90),
         itl_p99_ms=pct(99),
-        itl_unit="token" if n is not None and n == len(times) else "chunk",
+        itl_unit=out.itl_unit,
         meets_slo=slo.met(ttft, tpot, e2e),
         gaps_ms=gaps,
     )
@@ -184,14 +184,24 @@ def _record(level: int, req: LoadRequest, out: StreamOutcome, level_t0: int, slo
 class LoadClient:
     """Streams one request at a time per call; many calls run concurrently on one AsyncClient."""
 
-    def __init__(self, config: EndpointConfig, flavor: str, max_new_tokens: int, n_ctx: int) -> None:
+    def __init__(
+        self,
+        config: EndpointConfig,
+        flavor: str,
+        max_new_tokens: int,
+        n_ctx: int,
+        chat_template_kwargs: dict[str, Any] | None = None,
+    ) -> None:
         self.config = config
         self.flavor = flavor
         self.max_new_tokens = max_new_tokens
         self.n_ctx = n_ctx
+        self.chat_template_kwargs = chat_template_kwargs  # as the per-sample requests send them
 
     async def stream(self, client: httpx.AsyncClient, prompt: RenderedPrompt) -> StreamOutcome:
-        req = build_request(self.flavor, self.config, prompt, self.max_new_tokens, self.n_ctx)
+        req = build_request(
+            self.flavor, self.config, prompt, self.max_new_tokens, self.n_ctx, self.chat_template_kwargs
+        )
         start = time.perf_counter_ns()
         parser = StreamParser(start, req.ndjson)
         deadline = start + int(self.config.timeout_s * 1e9)

@@ -56,7 +56,7 @@ from harness.scenarios.summarize import SummarizeConfig
 from harness.serving import ServedModel, Serving
 from harness.threads import default_threads, usable_cpus
 from harness.trackers import TrackerContext, make_trackers
-from harness.trackers.device import kv_cache_shape, weights_read_bytes
+from harness.trackers.device import KvCacheShape, kv_cache_shape, weights_read_bytes
 
 ENGINE_TOLERANCE_PCT = 3.0
 
@@ -587,18 +587,20 @@ class Runner:
             state.timeouts_in_a_row += 1
             self._close_session(state, record)
             if state.remaining and state.timeouts_in_a_row >= MAX_TIMEOUTS_IN_A_ROW:
-                state.failed = f"not run: {state.timeouts_in_a_row} samples in a row timed out ({outcome.error})"
-                self.echo(f"   {state.failed}; remaining samples of {state.entry.id} recorded as errors")
+                self._give_up(state, f"not run: {state.timeouts_in_a_row} samples in a row timed out ({outcome.error})")
             elif state.remaining:
                 self.echo(f"   {outcome.error}: worker killed; {state.entry.id} continues in a fresh worker")
         elif state.session is not None and state.session.dead and state.remaining:
-            state.failed = state.session.dead
-            self.echo(f"   {state.session.dead}; remaining samples of {state.entry.id} recorded as errors")
+            self._give_up(state, state.session.dead)
         elif outcome.result is not None:
             state.timeouts_in_a_row = 0
         elif state.remaining and (gone := self.serving.check_alive(state.served)):
-            state.failed = gone
-            self.echo(f"   {gone}; remaining samples of {state.entry.id} recorded as errors")
+            self._give_up(state, gone)
+
+    def _give_up(self, state: _ModelState, message: str) -> None:
+        """The model cannot produce rows any more: its remaining samples become error rows with `message`."""
+        state.failed = message
+        self.echo(f"   {message}; remaining samples of {state.entry.id} recorded as errors")
 
     def _prepare_model(
         self, state: _ModelState, writer: RunWriter, record: dict[str, Any], bandwidth: float | None
@@ -714,7 +716,9 @@ class Runner:
             "provider": loaded.provider,
             "n_ctx": loaded.n_ctx,
             "mmap": loaded.mmap,
-            "kv_cache_mb": _kv_cache_mb(state.job.model_path, min(loaded.n_ctx, state.job.options.n_ctx)),
+            "kv_cache_mb": _kv_cache_mb(
+                state.job.model_path, state.ctx.kv_shape, min(loaded.n_ctx, state.job.options.n_ctx)
+            ),
             **session.info.load_columns,
         }
         state.record.update(
@@ -835,12 +839,11 @@ def _plan_entry(item: PlannedSample) -> PlanItem:
     return PlanItem(item.seq, item.model_id, item.config, item.talk.id, item.repeat)
 
 
-def _kv_cache_mb(model_path: str, n_ctx: int) -> float | None:
+def _kv_cache_mb(model_path: str, shape: KvCacheShape | None, n_ctx: int) -> float | None:
     """The KV cache the engine allocates at `n_ctx` (f16 K and V; sliding-window layers keep their window),
-    from the GGUF header; None for other formats."""
+    from the GGUF header (`shape`, read once per model); None for other formats."""
     if not model_path.endswith(".gguf"):
         return None
-    shape = kv_cache_shape(Path(model_path))
     return shape.read_bytes(n_ctx) / 2**20 if shape else None
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from harness.backends import backend_class
+from harness.backends import backend_class, backend_ref
 from harness.backends.base import BackendOptions
 from harness.backends.llama_cpp import LlamaCppBackend
 from harness.backends.openai_http import EndpointConfig, OpenAIHttpBackend
@@ -49,7 +49,7 @@ class ServedModel:
 
     @property
     def backend_ref(self) -> str:
-        return f"{OpenAIHttpBackend.__module__}:{OpenAIHttpBackend.__qualname__}"
+        return backend_ref(OpenAIHttpBackend)
 
 
 class Serving:
@@ -197,12 +197,19 @@ class Serving:
         try:
             info = backend.load()
             fit = SummarizeScenario(backend, template, info, scenario)
-            requests = []
-            for index, (talk, rep) in enumerate((t, r) for r in range(repeats) for t in talks):
-                prepared = fit.prepare(talk.text)
-                counted = None if backend.estimated else len(prepared.ids) or None  # an estimate is no count
-                requests.append(LoadRequest(index, talk.id, rep, prepared.rendered, counted))
-            client = LoadClient(backend.endpoint, backend.flavor, scenario.max_new_tokens, served.options.n_ctx)
+            prepared = [fit.prepare(talk.text) for talk in talks]  # once per talk, not per repeat
+            requests: list[LoadRequest] = []
+            for rep in range(repeats):
+                for talk, fitted in zip(talks, prepared, strict=True):
+                    counted = None if backend.estimated else len(fitted.ids) or None  # an estimate is no count
+                    requests.append(LoadRequest(len(requests), talk.id, rep, fitted.rendered, counted))
+            client = LoadClient(
+                backend.endpoint,
+                backend.flavor,
+                scenario.max_new_tokens,
+                served.options.n_ctx,
+                served.options.chat_template_kwargs,
+            )
         except HarnessError as exc:
             echo(f"   load test skipped: {exc}")
             return []

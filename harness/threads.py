@@ -30,6 +30,11 @@ class CpuQuota:
     cpus: float  # CPU-seconds per second the cgroup may use
     source: str  # e.g. "cgroup v2 cpu.max /sys/fs/cgroup/user.slice"
 
+    @property
+    def whole_cpus(self) -> int:
+        """The quota rounded down, at least 1: threads that never exceed it (1.5 CPUs -> 1)."""
+        return max(1, math.floor(self.cpus + 1e-9))
+
 
 def affinity_cpus() -> set[int] | None:
     """CPUs this process may run on (Linux, Windows, FreeBSD); None where the OS does not say."""
@@ -145,7 +150,7 @@ def usable_cpus(root: Path = Path("/"), affinity: set[int] | None = None) -> int
     count = len(cpus) if cpus else (os.cpu_count() or 1)
     quota = cgroup_cpu_quota(root)
     if quota is not None:
-        count = min(count, max(1, math.floor(quota.cpus + 1e-9)))
+        count = min(count, quota.whole_cpus)
     return max(1, count)
 
 
@@ -171,7 +176,7 @@ def default_threads(root: Path = Path("/"), affinity: set[int] | None = None) ->
         parts.append(f"{threads} cores (no affinity information)")
     quota = cgroup_cpu_quota(root)
     if quota is not None:
-        capped = max(1, math.floor(quota.cpus + 1e-9))
+        capped = quota.whole_cpus
         parts.append(f"{quota.source} = {quota.cpus:g} CPUs -> at most {capped}")
         threads = min(threads, capped)
     else:

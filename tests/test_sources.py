@@ -380,13 +380,14 @@ def test_path_source_missing_names_the_path(cache: Path, tmp_path: Path) -> None
 HF_FILE = "qwen2.5-0.5b-instruct-q4_k_m.gguf"
 
 
-def hf_entry(sha256: str | None = None) -> ModelEntry:
-    source = {"kind": "hf", "repo": "Qwen/Qwen2.5-0.5B-Instruct-GGUF", "filename": HF_FILE}
+def hub_entry(kind: str, entry_id: str, filename: str, sha256: str | None = None) -> ModelEntry:
+    """Qwen2.5-0.5B-Instruct's Q4_K_M GGUF on a hub (`kind`: hf or modelscope)."""
+    source = {"kind": kind, "repo": "Qwen/Qwen2.5-0.5B-Instruct-GGUF", "filename": filename}
     if sha256:
         source["sha256"] = sha256
     return ModelEntry.model_validate(
         {
-            "id": "qwen-half",
+            "id": entry_id,
             "backend": "llama_cpp",
             "quant": "Q4_K_M",
             "n_ctx": 512,
@@ -394,6 +395,10 @@ def hf_entry(sha256: str | None = None) -> ModelEntry:
             "source": source,
         }
     )
+
+
+def hf_entry(sha256: str | None = None) -> ModelEntry:
+    return hub_entry("hf", "qwen-half", HF_FILE, sha256)
 
 
 @pytest.fixture
@@ -665,20 +670,8 @@ def test_hf_mirror_without_the_file_says_fix_models_yaml_and_leaves_no_folder(hf
 # --- ModelScope (client monkeypatched: no network in tests) ----------------------------------------
 
 
-def modelscope_entry(sha256: str | None = None, filename: str = "qwen2.5-0.5b-instruct-q4_k_m.gguf") -> ModelEntry:
-    source = {"kind": "modelscope", "repo": "Qwen/Qwen2.5-0.5B-Instruct-GGUF", "filename": filename}
-    if sha256:
-        source["sha256"] = sha256
-    return ModelEntry.model_validate(
-        {
-            "id": "qwen-ms",
-            "backend": "llama_cpp",
-            "quant": "Q4_K_M",
-            "n_ctx": 512,
-            "prompt_style": "chat",
-            "source": source,
-        }
-    )
+def modelscope_entry(sha256: str | None = None, filename: str = HF_FILE) -> ModelEntry:
+    return hub_entry("modelscope", "qwen-ms", filename, sha256)
 
 
 @pytest.fixture

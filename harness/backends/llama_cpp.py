@@ -46,6 +46,43 @@ else:
     llama_cpp = LazyModule("llama_cpp")  # imported when a model loads, not when the backend registers
 
 
+def gguf_chat_formatter(llm: llama_cpp.Llama) -> Jinja2ChatFormatter | None:
+    """The GGUF's own chat template with its BOS/EOS pieces; None when the GGUF has none. Shared with the
+    openai backend's local tokenizer, so both count a prompt's tokens alike."""
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    template = llm.metadata.get("tokenizer.chat_template")
+    if not template:
+        return None
+    vocab = llm._model.vocab
+
+    def piece(token: int) -> str:
+        return "" if token < 0 else llm.detokenize([token], special=True).decode("utf-8", errors="replace")
+
+    return Jinja2ChatFormatter(
+        template=template,
+        bos_token=piece(llama_cpp.llama_vocab_bos(vocab)),
+        eos_token=piece(llama_cpp.llama_vocab_eos(vocab)),
+    )
+
+
+def encode_prompt(
+    llm: llama_cpp.Llama,
+    formatter: Jinja2ChatFormatter | None,
+    prompt: RenderedPrompt,
+    chat: bool,
+    chat_template_kwargs: dict[str, Any],
+) -> list[int]:
+    """The prompt's token ids as llama.cpp evaluates them: a chat prompt rendered by `formatter`, a
+    completion prompt as is, with BOS."""
+    if chat:
+        assert formatter is not None
+        rendered = formatter(messages=prompt.messages(), **chat_template_kwargs).prompt
+        # The template writes BOS itself when the model wants one; special=True parses control tokens.
+        return llm.tokenize(rendered.encode("utf-8"), add_bos=False, special=True)
+    return llm.tokenize(prompt.content.encode("utf-8"), add_bos=True, special=False)
+
+
 def _check_decode(status: int) -> None:
     if status != 0:  # 1: no KV slot for the batch; 2: aborted; < 0: error
         raise RuntimeError(f"llama_decode failed with status {status}")
@@ -84,8 +121,6 @@ class LlamaCppBackend(Backend):
         self._threadpool: Threadpool | None = None
 
     def load(self) -> LoadInfo:
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
         opts = self.options
         flags = self.flags
         assert isinstance(flags, LlamaCppFlags)
@@ -115,12 +150,7 @@ class LlamaCppBackend(Backend):
                 raise HarnessError(
                     f"{self.model_path.name} has no chat template; set prompt_style: completion in models.yaml"
                 )
-            vocab = self.llm._model.vocab
-            self._formatter = Jinja2ChatFormatter(
-                template=template,
-                bos_token=self._piece(llama_cpp.llama_vocab_bos(vocab)),
-                eos_token=self._piece(llama_cpp.llama_vocab_eos(vocab)),
-            )
+            self._formatter = gguf_chat_formatter(self.llm)
         ctx = self.llm._ctx.ctx
         self._threadpool, threadpool_settings = attach_threadpool(ctx, opts.threads)
         eog = eog_tokens(self.llm._model.vocab)
@@ -152,20 +182,10 @@ class LlamaCppBackend(Backend):
             extra=extra,
         )
 
-    def _piece(self, token: int) -> str:
-        assert self.llm is not None
-        if token < 0:
-            return ""
-        return self.llm.detokenize([token], special=True).decode("utf-8", errors="replace")
-
     def tokenize_prompt(self, prompt: RenderedPrompt) -> list[int]:
         assert self.llm is not None
-        if self.prompt_style == "chat":
-            assert self._formatter is not None
-            rendered = self._formatter(messages=prompt.messages(), **self.options.chat_template_kwargs).prompt
-            # The template writes BOS itself when the model wants one; special=True parses control tokens.
-            return self.llm.tokenize(rendered.encode("utf-8"), add_bos=False, special=True)
-        return self.llm.tokenize(prompt.content.encode("utf-8"), add_bos=True, special=False)
+        chat = self.prompt_style == "chat"
+        return encode_prompt(self.llm, self._formatter, prompt, chat, self.options.chat_template_kwargs)
 
     def generate(self, request: GenerationRequest) -> GenerationResult:
         llm = self.llm

@@ -107,7 +107,6 @@ class Threadpool:
 
     handle: int
     ctx: Any
-    settings: dict[str, Any]
     _free: Any
     _detach: Any
 
@@ -190,4 +189,4 @@ def attach_threadpool(ctx: Any, n_threads: int) -> tuple[Threadpool | None, dict
         threadpool_prio=int(params.prio),
         threadpool_strict_cpu=bool(params.strict_cpu),
     )
-    return Threadpool(handle=handle, ctx=ctx, settings=settings, _free=threadpool_free, _detach=detach), settings
+    return Threadpool(handle=handle, ctx=ctx, _free=threadpool_free, _detach=detach), settings

@@ -58,6 +58,7 @@ from harness.backends.base import (
     GenerationResult,
     LoadInfo,
 )
+from harness.backends.llama_cpp import encode_prompt, gguf_chat_formatter
 from harness.errors import HarnessError
 from harness.prompts import RenderedPrompt
 
@@ -200,6 +201,12 @@ class StreamOutcome:
     @property
     def complete(self) -> bool:
         return self.done or self.finish_reason is not None
+
+    @property
+    def itl_unit(self) -> str:
+        """"token" when the server's count says each chunk held one token, else "chunk"."""
+        n = self.completion_tokens
+        return "token" if n is not None and n == len(self.chunk_ns) else "chunk"
 
 
 class StreamParser:
@@ -358,8 +365,6 @@ STOP_REASONS = {"stop": "eos", "eos": "eos", "length": "length"}
 
 def to_generation(outcome: StreamOutcome) -> GenerationResult:
     """A GenerationResult whose times are chunk arrivals and whose counts are the server's."""
-    tokens = outcome.completion_tokens
-    unit = "token" if tokens is not None and tokens == len(outcome.chunk_ns) else "chunk"
     return GenerationResult(
         token_ids=[],
         text=outcome.text,
@@ -369,22 +374,19 @@ def to_generation(outcome: StreamOutcome) -> GenerationResult:
         prompt_tokens_evaluated=None,  # checked against the server's own prompt count in _check_prompt
         counters=outcome.counters,
         prompt_tokens=outcome.prompt_tokens,
-        output_tokens=tokens,
-        itl_unit=unit,
+        output_tokens=outcome.completion_tokens,
+        itl_unit=outcome.itl_unit,
         output_tokens_source=outcome.output_tokens_source,
     )
 
 
 # --- the server's identity ----------------------------------------------------------------------------
-def detect_flavor(client: httpx.Client, config: EndpointConfig) -> Flavor:
-    """Which server this is, from what it answers: decides the no-cache option and where counters come from."""
+def detect_flavor(client: httpx.Client, config: EndpointConfig, response: httpx.Response | None) -> Flavor:
+    """Which server this is, from what it answers (`response`: its GET /v1/models, None when config.server
+    names the server): decides the no-cache option and where counters come from."""
     if config.server != "auto":
         return config.server  # type: ignore[return-value]
-    try:
-        response = client.get(f"{config.root}/v1/models", headers=config.headers())
-    except httpx.HTTPError as exc:
-        raise HarnessError(f"cannot reach {config.root}: {_one_line(exc)}; is the server running?") from None
-    if response.status_code < 400:
+    if response is not None and response.status_code < 400:
         with contextlib.suppress(ValueError):
             models = response.json().get("data") or []
             owners = {m.get("owned_by") for m in models if isinstance(m, dict)}
@@ -421,33 +423,16 @@ class GgufTokenizer:
 
     def __init__(self, path: Path, chat_template_kwargs: dict[str, Any]) -> None:
         import llama_cpp
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         self.llm = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
         self.kwargs = chat_template_kwargs
-        template = self.llm.metadata.get("tokenizer.chat_template")
-        vocab = self.llm._model.vocab
-
-        def piece(token: int) -> str:
-            return "" if token < 0 else self.llm.detokenize([token], special=True).decode("utf-8", "replace")
-
-        self.formatter = (
-            Jinja2ChatFormatter(
-                template=template,
-                bos_token=piece(llama_cpp.llama_vocab_bos(vocab)),
-                eos_token=piece(llama_cpp.llama_vocab_eos(vocab)),
-            )
-            if template
-            else None
-        )
+        self.formatter = gguf_chat_formatter(self.llm)
 
     def encode(self, prompt: RenderedPrompt) -> list[int]:
-        if prompt.style == "chat":
-            if self.formatter is None:
-                raise HarnessError("the tokenizer GGUF has no chat template; set prompt_style: completion")
-            rendered = self.formatter(messages=prompt.messages(), **self.kwargs).prompt
-            return self.llm.tokenize(rendered.encode("utf-8"), add_bos=False, special=True)
-        return self.llm.tokenize(prompt.content.encode("utf-8"), add_bos=True, special=False)
+        chat = prompt.style == "chat"
+        if chat and self.formatter is None:
+            raise HarnessError("the tokenizer GGUF has no chat template; set prompt_style: completion")
+        return encode_prompt(self.llm, self.formatter, prompt, chat, self.kwargs)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -559,8 +544,9 @@ class OpenAIHttpBackend(Backend):
     def load(self) -> LoadInfo:
         config = self.endpoint
         self.client = httpx.Client(timeout=config.timeout(), headers=config.headers())
-        self.flavor = detect_flavor(self.client, config)
-        self._check_model_served()
+        models = None if config.server == "ollama" else self._get_models()  # one request serves both uses
+        self.flavor = detect_flavor(self.client, config, models)
+        self._check_model_served(models)
         self._choose_tokenizer()
         if self.flavor == "llama-cpp-python" and self.options.chat_template_kwargs:
             raise HarnessError(
@@ -700,14 +686,18 @@ class OpenAIHttpBackend(Backend):
         full, empty = (self._post(COUNT_PATH, {"model": model, "input": t}) for t in (text, ""))
         return count_difference(full, empty)
 
-    def _check_model_served(self) -> None:
+    def _get_models(self) -> httpx.Response:
+        """The server's GET /v1/models answer; HarnessError when the server cannot be reached."""
         assert self.client is not None
-        if self.flavor == "ollama":
-            return  # ollama loads on demand; a missing model is the first request's 404 with its message
         try:
-            response = self.client.get(f"{self.endpoint.root}/v1/models")
+            return self.client.get(f"{self.endpoint.root}/v1/models")
         except httpx.HTTPError as exc:
             raise HarnessError(f"cannot reach {self.endpoint.root}: {_one_line(exc)}; is the server running?") from None
+
+    def _check_model_served(self, response: httpx.Response | None) -> None:
+        if self.flavor == "ollama":
+            return  # ollama loads on demand; a missing model is the first request's 404 with its message
+        assert response is not None  # fetched unless the entry names ollama
         if response.status_code >= 400:
             raise HarnessError(error_message(response))
         with contextlib.suppress(ValueError, AttributeError):

@@ -114,9 +114,14 @@ def run(args: argparse.Namespace) -> int:
     if args.by == "device":
         runs = bydevice.split_by_device(runs)
     metrics = resolve_metrics(args.metrics, runs)
-    result = out.build(runs, metrics, alpha=args.alpha, threshold_pct=threshold, force=args.force)
-    if args.by == "device":
-        bydevice.add_hardware_differences(result, alpha=args.alpha, threshold_pct=threshold, force=args.force)
+    result = out.build(
+        runs,
+        metrics,
+        alpha=args.alpha,
+        threshold_pct=threshold,
+        force=args.force,
+        extra_mismatches=bydevice.hardware_differences if args.by == "device" else None,
+    )
     if not args.metrics:
         result.notes += [
             f"{m}: no values in these runs, not compared" for m in DEFAULT_METRICS if m not in metrics

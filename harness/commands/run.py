@@ -40,8 +40,6 @@ def build_config(args: argparse.Namespace) -> tuple[RunConfig, dict[str, object]
     if missing:  # a table entry without a RunConfig field is a programming error, not a user one
         raise LookupError(f"RunConfig has no field for option(s) {', '.join(missing)}")
     if parsed.sweep:
-        if "sweep" not in fields:
-            raise HarnessError("sweeps need the new runner; give one value per option")
         kwargs["sweep"] = parsed.sweep
     kwargs["measure_bandwidth"] = not parsed.command["no_bandwidth"]
     return RunConfig(**kwargs), parsed.command
@@ -58,10 +56,7 @@ def _run(args: argparse.Namespace) -> int:
         return _resume(args, Path(str(command["resume"])))
     runner = Runner(config)
     if command.get("dry_run"):
-        dry_run = getattr(runner, "dry_run", None)
-        if dry_run is None:
-            raise HarnessError("--dry-run needs the new runner")
-        print(dry_run(command.get("estimate_from")))
+        print(runner.dry_run(command.get("estimate_from")))
         return 0
     return _finish(runner, command.get("db"))
 
@@ -134,10 +129,9 @@ def _run_fleet(config: RunConfig, command: dict[str, object]) -> int:
     ):
         if command.get(name):
             raise HarnessError(f"{flag} {why}; leave out --fleet")
-    if getattr(config, "server_pid", None):
+    if config.server_pid:
         raise HarnessError("--server-pid names a process on this machine; it cannot go with --fleet")
     from harness.fleet.driver import run_fleet
-    from harness.interrupts import RunInterrupted
 
     try:
         run_dir, errors = run_fleet(

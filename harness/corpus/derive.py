@@ -323,8 +323,9 @@ def derive_reports(
     if not seeds_dir.is_dir():
         raise HarnessError(f"seeds directory not found: {seeds_dir}; pass --seeds DIR")
     present = [m for m in REPORT_TABLE if (seeds_dir / m.file).is_file()]
-    notes = [f"report {m.id}: seed file {m.file} not in {seeds_dir}; left out" for m in REPORT_TABLE]
-    notes = [n for n, m in zip(notes, REPORT_TABLE, strict=True) if m not in present]
+    notes = [
+        f"report {m.id}: seed file {m.file} not in {seeds_dir}; left out" for m in REPORT_TABLE if m not in present
+    ]
     if not present:
         return [], notes
     refs = load_references(references_path, [m.id for m in present])

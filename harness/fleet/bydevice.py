@@ -3,8 +3,9 @@
 A thin layer over `compare`: each run is split by its `device` column into one pseudo-run per device,
 whose run record carries that device's environment (from run.json `devices.<name>`), and the ordinary
 comparison runs on those (the first device is the baseline). compare's like-for-like check then names
-the CPU and core differences; `add_hardware_differences` adds what a device comparison also needs to
-see -- RAM, OS, accelerators, ONNX Runtime providers, llama.cpp build -- to the same warning.
+the CPU and core differences; `hardware_differences` (passed to the comparison's build) adds what a
+device comparison also needs to see -- RAM, OS, accelerators, ONNX Runtime providers, llama.cpp build --
+to the same warning.
 """
 
 from __future__ import annotations
@@ -96,28 +97,3 @@ def hardware_differences(baseline: Run, other: Run) -> list[str]:
         only_a, only_b = ",".join(sorted(fa - fb)) or "-", ",".join(sorted(fb - fa)) or "-"
         lines.append(f"llama.cpp build features: only {baseline.label}: {only_a}; only {other.label}: {only_b}")
     return lines
-
-
-def add_hardware_differences(result: Any, *, alpha: float, threshold_pct: float, force: bool) -> None:
-    """Add hardware lines to the like-for-like warning of a built `CompareResult` (and, unless --force,
-    show the verdicts of comparisons that become not like-for-like as such)."""
-    from harness.report.compare import judge
-
-    changed = False
-    for comp in result.comparisons:
-        lines = [line for line in hardware_differences(comp.baseline, comp.other) if line not in comp.mismatches]
-        if not lines:
-            continue
-        comp.mismatches = [*comp.mismatches, *lines]
-        heading = f"{comp.other.label} vs baseline {comp.baseline.label}"
-        for i, (head, existing) in enumerate(result.mismatches):
-            if head == heading:
-                result.mismatches[i] = (head, [*existing, *lines])
-                break
-        else:
-            result.mismatches.append((heading, lines))
-        if comp.comparable and not force:
-            comp.comparable = False
-            changed = True
-    if changed:
-        judge(result.comparisons, alpha, threshold_pct)

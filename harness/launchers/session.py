@@ -121,20 +121,14 @@ class WorkerSession:
         try:
             msg = self.launcher.recv(timeout_s)
         except TimeoutError:
-            self.launcher.kill()
-            self._window_stop(None)
-            self.dead = self.timed_out = timeout_message(timeout_s or 0.0)
-            return SampleOutcome(spec, None, self.dead)
+            return self._kill_timed_out(spec, timeout_s)
         except WorkerDied as exc:
             self._window_stop(None)
             self.dead = str(exc)
             return SampleOutcome(spec, None, self.dead)
         if isinstance(msg, SampleDone) and overran(timeout_s, time.monotonic() - t0, msg.result.latency.e2e_s):
             # A stalled worker that recovered: its figures would be fiction, and it may stall again.
-            self.launcher.kill()
-            self._window_stop(None)
-            self.dead = self.timed_out = timeout_message(timeout_s or 0.0)
-            return SampleOutcome(spec, None, self.dead)
+            return self._kill_timed_out(spec, timeout_s)
         if isinstance(msg, SampleDone):
             return SampleOutcome(spec, msg.result, "", self._window_stop(msg.result))
         self._window_stop(None)
@@ -153,6 +147,13 @@ class WorkerSession:
         return self.info
 
     # -- internals ---------------------------------------------------------------------------------------
+    def _kill_timed_out(self, spec: SampleSpec, timeout_s: float | None) -> SampleOutcome:
+        """The watchdog: kill the worker whose sample passed its deadline; the sample is an error row."""
+        self.launcher.kill()
+        self._window_stop(None)
+        self.dead = self.timed_out = timeout_message(timeout_s or 0.0)
+        return SampleOutcome(spec, None, self.dead)
+
     def _expect(self, kind: type, timeout_s: float | None) -> Any:
         try:
             msg: FromWorker = self.launcher.recv(timeout_s)

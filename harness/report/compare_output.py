@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,8 +89,16 @@ class CompareResult:
 
 
 def build(
-    runs: Sequence[Run], metrics: Sequence[str], *, alpha: float, threshold_pct: float, force: bool = False
+    runs: Sequence[Run],
+    metrics: Sequence[str],
+    *,
+    alpha: float,
+    threshold_pct: float,
+    force: bool = False,
+    extra_mismatches: Callable[[Run, Run], list[str]] | None = None,
 ) -> CompareResult:
+    """`extra_mismatches(baseline, other)`: more like-for-like lines beside `environment_mismatches`
+    (compare --by device: the hardware differences, harness.fleet.bydevice)."""
     baseline, others = runs[0], runs[1:]
     result = CompareResult(comparisons=[], alpha=alpha, threshold_pct=threshold_pct, force=force)
     result.notes.extend(run_notes(runs))
@@ -98,6 +106,8 @@ def build(
         comp = compare_runs(baseline, other, metrics)
         heading = f"{other.label} vs baseline {baseline.label}"
         comp.mismatches = environment_mismatches(baseline, other)
+        if extra_mismatches is not None:
+            comp.mismatches += [m for m in extra_mismatches(baseline, other) if m not in comp.mismatches]
         comp.versions = version_differences(baseline, other)
         comp.comparable = force or not comp.mismatches
         result.comparisons.append(comp)

@@ -95,16 +95,17 @@ def degenerate_flags(rows: pd.DataFrame) -> pd.Series:
     """Per row: True/False/None (unknown). The `degenerate` column where the run wrote it, else the same
     rule (`is_degenerate`) applied to stop_reason, repetition_rate and lang_match (runs from before the
     column existed)."""
-    written = [_flag(v) for v in rows["degenerate"]] if "degenerate" in rows else [None] * len(rows)
-    derived = [
-        is_degenerate(
+    flags = pd.Series(
+        [_flag(v) for v in rows["degenerate"]] if "degenerate" in rows else [None] * len(rows),
+        index=rows.index,
+        dtype=object,
+    )
+    for pos in np.flatnonzero(flags.isna().to_numpy()):  # derived only where the run wrote no verdict
+        r = rows.iloc[pos]
+        flags.iloc[pos] = is_degenerate(
             str(r.get("stop_reason", "") or ""), _rate(r.get("repetition_rate")), _flag(r.get("lang_match"))
         )
-        for _, r in rows.iterrows()
-    ]
-    return pd.Series(
-        [w if w is not None else d for w, d in zip(written, derived, strict=True)], index=rows.index, dtype=object
-    )
+    return flags
 
 
 def summary_table(samples: pd.DataFrame, order: Sequence[str]) -> pd.DataFrame:

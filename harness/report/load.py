@@ -24,6 +24,7 @@ from harness.results.durable import committed_csv_text, stderr_warning
 from harness.results.layout import RESULTS_CSV, RUN_JSON, SUMMARIES_JSONL
 from harness.results.record import RunRecord
 from harness.results.schema import COLUMNS, NUMERIC_COLUMNS, REQUIRED_COLUMNS
+from harness.resume import resume_hint
 
 TEXT_COLUMNS: frozenset[str] = frozenset(COLUMNS) - NUMERIC_COLUMNS
 _DECIMAL = re.compile(r"-?\d+\.\d+")
@@ -140,7 +141,7 @@ def incomplete_note(label: str, record: RunRecord, directory: Path) -> str:
     """One line for a run whose run.json says it did not finish: its figures cover part of the plan."""
     why = record.extra.get("interrupted_by") or record.extra.get("failure") or ""
     rows = f"{record.written_rows} of {record.planned_samples} samples" if record.planned_samples else "some samples"
-    hint = f"; `harness run --resume {directory}` completes it" if record.status in ("interrupted", "failed") else ""
+    hint = f"; `{resume_hint(directory)}` completes it" if record.status in ("interrupted", "failed") else ""
     return (
         f"run {label} is not complete (status {record.status}{': ' + str(why)[:80] if why else ''}; "
         f"{rows} written){hint}"

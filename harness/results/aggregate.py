@@ -101,7 +101,10 @@ def talk_means(df: pd.DataFrame, metrics: Sequence[str], by: Sequence[str] = DEF
     """One row per group x talk (first-seen order): the keys, talk_id, n (ok rows) and each metric's mean
     over the talk's repeats."""
     by = list(by)
-    frame = _frame(df, metrics, by)
+    return _talk_means(_frame(df, metrics, by), metrics, by)
+
+
+def _talk_means(frame: pd.DataFrame, metrics: Sequence[str], by: list[str]) -> pd.DataFrame:
     grouped = frame.groupby([*by, TALK], sort=False)
     out = grouped.size().to_frame("n")
     if metrics:
@@ -154,7 +157,7 @@ def group_metrics(
     """Per group (first-seen order), per metric: talk-weighted mean with its interval, max, sd, count."""
     by = list(by)
     frame = _frame(df, metrics, by)
-    means = talk_means(df, metrics, by)
+    means = _talk_means(frame, metrics, by)
     out: dict[GroupKey, dict[str, GroupMetric]] = {}
     for key, samples in frame.groupby(by, sort=False):
         key_t = tuple(str(k) for k in (key if isinstance(key, tuple) else (key,)))

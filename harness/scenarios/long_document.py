@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from harness.backends.base import GenerationResult
@@ -61,11 +62,6 @@ class _LongDocumentScenario(SummarizeScenario):
 
     def _fits(self, template: PromptTemplate, **fields: str) -> Fits:
         budget = self.prompt_budget
-        if budget <= 0:
-            raise HarnessError(
-                f"max_new_tokens {self.config.max_new_tokens} leaves no room for a prompt in n_ctx {self.n_ctx}; "
-                "lower --max-new-tokens"
-            )
 
         def fits(text: str) -> bool:
             return len(self.backend.tokenize_prompt(template.render(text, **fields))) <= budget
@@ -78,6 +74,22 @@ class _LongDocumentScenario(SummarizeScenario):
         result = self.generate(PreparedPrompt(rendered, ids, truncated=False, input_chars=len(text)))
         self._stages.append(_Stage(name, ids, result, checked_latency(ids, result)))
         return result.text
+
+    def _first_stage(self, text: str, map_t: PromptTemplate) -> tuple[Fits, Callable[[str], str]]:
+        """The fit check and the call for a first-stage piece. The whole document (it fitted) goes through the
+        ordinary prompt, a chunk through the map one; a chunk never equals the document (that was tried
+        first, against the same prompt)."""
+        whole, fits_map = self._fits(self.template), self._fits(map_t)
+
+        def fits(piece: str) -> bool:
+            return whole(piece) if piece == text else fits_map(piece)
+
+        def summarize(piece: str) -> str:
+            if piece == text:
+                return self._call("whole", self.template, piece)
+            return self._call("map", map_t, piece)
+
+        return fits, summarize
 
     def _strategy(self, text: str) -> LongResult:
         raise NotImplementedError
@@ -132,18 +144,10 @@ class MapReduceScenario(_LongDocumentScenario):
     def _strategy(self, text: str) -> LongResult:
         map_t = self._template(self.config.map_template, "map")
         reduce_t = self._template(self.config.reduce_template, "reduce")
-        whole, fits_map = self._fits(self.template), self._fits(map_t)
-
-        def summarize(piece: str) -> str:
-            # The whole document (it fitted) goes through the ordinary prompt, a chunk through the map one;
-            # a chunk never equals the document (that was tried first, against the same prompt).
-            if piece == text:
-                return self._call("whole", self.template, piece)
-            return self._call("map", map_t, piece)
-
+        fits_first, summarize = self._first_stage(text, map_t)
         return map_reduce(
             text,
-            fits_map=lambda t: whole(t) if t == text else fits_map(t),
+            fits_map=fits_first,
             fits_reduce=self._fits(reduce_t),
             summarize=summarize,
             combine=lambda joined: self._call("reduce", reduce_t, joined),
@@ -159,16 +163,10 @@ class RefineScenario(_LongDocumentScenario):
     def _strategy(self, text: str) -> LongResult:
         map_t = self._template(self.config.map_template, "map")
         refine_t = self._template(self.config.refine_template, "refine")
-        whole, fits_map = self._fits(self.template), self._fits(map_t)
-
-        def summarize(piece: str) -> str:
-            if piece == text:
-                return self._call("whole", self.template, piece)
-            return self._call("map", map_t, piece)
-
+        fits_first, summarize = self._first_stage(text, map_t)
         return refine(
             text,
-            fits_first=lambda t: whole(t) if t == text else fits_map(t),
+            fits_first=fits_first,
             fits_refine=lambda summary: self._fits(refine_t, summary=summary),
             summarize=summarize,
             update=lambda summary, piece: self._call("refine", refine_t, piece, summary=summary),

@@ -41,8 +41,14 @@ class SummarizeScenario(Scenario):
 
     @property
     def prompt_budget(self) -> int:
-        """Most prompt tokens that still leave room for max_new_tokens in the context."""
-        return self.n_ctx - self.config.max_new_tokens
+        """Most prompt tokens that still leave room for max_new_tokens in the context; raises when none do."""
+        budget = self.n_ctx - self.config.max_new_tokens
+        if budget <= 0:
+            raise HarnessError(
+                f"max_new_tokens {self.config.max_new_tokens} leaves no room for a prompt in n_ctx {self.n_ctx}; "
+                "lower --max-new-tokens"
+            )
+        return budget
 
     def _encode(self, text: str) -> tuple[RenderedPrompt, list[int]]:
         rendered = self.template.render(text)
@@ -51,11 +57,6 @@ class SummarizeScenario(Scenario):
     def prepare(self, text: str) -> PreparedPrompt:
         """Render `text`; when too long, keep the longest prefix whose prompt fits (binary search on chars)."""
         budget = self.prompt_budget
-        if budget <= 0:
-            raise HarnessError(
-                f"max_new_tokens {self.config.max_new_tokens} leaves no room for a prompt in n_ctx {self.n_ctx}; "
-                "lower --max-new-tokens"
-            )
         rendered, ids = self._encode(text)
         if len(ids) <= budget:
             return PreparedPrompt(rendered, ids, truncated=False, input_chars=len(text))

@@ -29,6 +29,11 @@ from harness.servers.base import ManagedServer, listening_pid
 DEFAULT_HOST = "127.0.0.1:11434"
 
 
+def ollama_host() -> str:
+    """host:port of the ollama daemon: $OLLAMA_HOST (as ollama itself reads it) or its default."""
+    return os.environ.get("OLLAMA_HOST", DEFAULT_HOST).removeprefix("http://")
+
+
 class OllamaServer(ManagedServer):
     name: ClassVar[str] = "ollama"
     kind: ClassVar[ServerKind] = "ollama"
@@ -36,7 +41,7 @@ class OllamaServer(ManagedServer):
 
     @property
     def host(self) -> str:
-        return os.environ.get("OLLAMA_HOST", DEFAULT_HOST).removeprefix("http://")
+        return ollama_host()
 
     @property
     def url(self) -> str:
@@ -54,7 +59,7 @@ class OllamaServer(ManagedServer):
     def preflight(cls) -> None:
         if shutil.which("ollama") is None:
             raise HarnessError(f"--via {cls.name}: no ollama on PATH; {cls.install_hint}")
-        url = "http://" + os.environ.get("OLLAMA_HOST", DEFAULT_HOST).removeprefix("http://")
+        url = f"http://{ollama_host()}"
         try:
             httpx.get(url + "/api/version", timeout=3.0).raise_for_status()
         except httpx.HTTPError:

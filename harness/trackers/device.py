@@ -240,7 +240,6 @@ class DeviceTracker(Tracker):
         self._before: DeviceState | None = None
         self._starts: list[float | None] = []
         self._ends: list[float | None] = []
-        self._pid: int | None = None
 
     def environment(self) -> dict[str, Any]:
         if not self.context.measure_bandwidth:
@@ -249,7 +248,6 @@ class DeviceTracker(Tracker):
         return {"memory_bandwidth_gbs": round(memory_bandwidth_gbs(threads), 2), "memory_bandwidth_threads": threads}
 
     def start(self, pid: int, phase: Phase) -> None:
-        self._pid = pid
         self._before = DeviceState.read() if phase == "sample" else None
 
     def stop(self, result: SampleResult | None = None) -> dict[str, Any]:
