@@ -7,11 +7,9 @@ import hashlib
 import http.server
 import inspect
 import os
-import stat
 import sys
 import threading
 import urllib.parse
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,6 +19,7 @@ import huggingface_hub
 import pytest
 from huggingface_hub.errors import RemoteEntryNotFoundError
 from pydantic import ValidationError
+from wheelfactory import make_wheel
 
 from harness.errors import ChecksumError, HarnessError, ModelUnavailableError
 from harness.models import sources
@@ -41,28 +40,6 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for var in ("PIP_FIND_LINKS", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_NO_INDEX"):
         monkeypatch.delenv(var, raising=False)
     return root
-
-
-def make_wheel(folder: Path, name: str, members: dict[str, bytes], *, symlink: str | None = None) -> Path:
-    """A minimal valid wheel `name`-1.0.0 holding `members` (name -> bytes), plus dist-info."""
-    folder.mkdir(parents=True, exist_ok=True)
-    module = name.replace("-", "_")
-    path = folder / f"{module}-1.0.0-py3-none-any.whl"
-    info = f"{module}-1.0.0.dist-info"
-    with zipfile.ZipFile(path, "w") as zf:
-        zf.writestr(f"{module}/__init__.py", b"")
-        for member, data in members.items():
-            zf.writestr(member, data)
-        if symlink:
-            link = zipfile.ZipInfo(symlink)
-            link.external_attr = (stat.S_IFLNK | 0o777) << 16
-            zf.writestr(link, b"/etc/passwd")
-        zf.writestr(f"{info}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0.0\n")
-        zf.writestr(
-            f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
-        )
-        zf.writestr(f"{info}/RECORD", "")
-    return path
 
 
 def pypi_entry(packages: list[str], members: list[str], sha256: str | None = None) -> ModelEntry:

