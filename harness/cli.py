@@ -16,10 +16,11 @@ import importlib
 import sys
 import textwrap
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 from harness import __version__
 from harness.env import harness_command
-from harness.errors import HarnessError
+from harness.errors import HarnessError, suggest
 
 COMMANDS = (
     "run", "models", "score", "compare", "report", "providers", "prepare", "corpus", "fleet", "db", "leaderboard",
@@ -136,6 +137,54 @@ class HelpFormatter(argparse.HelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
+class Parser(argparse.ArgumentParser):
+    """Every parser of the CLI (sub-commands inherit the class through `add_parser`).
+
+    Abbreviations are off: argparse would take `--thread 1` as `--threads 1`, and a benchmark must not guess
+    what was meant. An unknown option instead gets a "did you mean" from the options of the command it was
+    given to (`--max-tokens` -> `--max-new-tokens`).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def option_strings(self) -> list[str]:
+        return [s for action in self._actions for s in action.option_strings if s.startswith("--")]
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        # The innermost parser returns first; its attributes are copied to the parent's namespace, so the
+        # first one set names the command whose options an unknown flag should be matched against.
+        if not hasattr(parsed, _LEAF):
+            setattr(parsed, _LEAF, self)
+        return parsed, extras
+
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        parsed, extras = self.parse_known_args(args, namespace)
+        leaf = getattr(parsed, _LEAF, self)
+        delattr(parsed, _LEAF)
+        if extras:
+            leaf.error(unrecognized_message(extras, leaf.option_strings()))
+        return parsed
+
+
+_LEAF = "_harness_parser"
+
+
+def unrecognized_message(extras: Sequence[str], options: Sequence[str]) -> str:
+    """argparse's "unrecognized arguments" line, plus a "did you mean" for the first unknown option."""
+    message = f"unrecognized arguments: {' '.join(extras)}"
+    for extra in extras:
+        if extra.startswith("--"):
+            return message + suggest(extra.split("=", 1)[0], options)
+    return message
+
+
 def invoked_prog(argv0: str | None = None) -> str:
     """How the user started the CLI, for usage lines and examples (harness.env.harness_command)."""
     return harness_command(argv0)
@@ -161,7 +210,7 @@ def _examples(path: str) -> str | None:
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog=prog or invoked_prog(),
         description="On-device LLM summarisation benchmark: latency, memory and ROUGE per model x talk.",
     )

@@ -15,6 +15,14 @@ Per level (load_summary.csv, printed):
                    time per output token <= itl, end-to-end <= e2e -- the goodput of vLLM's and AIPerf's
                    benchmarks (per request, TPOT as the inter-token bound); goodput_req_s the same per second.
 
+Levels that mean what they say: each level keeps N requests in flight -- N workers, each sending its next
+request as soon as its last one answers -- until at least `min_requests` (default MIN_REQUESTS_PER_SLOT x N, and
+never fewer than the run's requests) have been sent and `min_seconds` have passed, repeating the corpus as
+needed (`cycle` in load_requests.csv counts the passes). A level is `held` (load_summary.csv, printed) when N
+were really in flight for at least HELD_MIN_PCT % of its wall time, it was not cut by its time limit, and the
+server has N slots (when the harness knows them: a managed server started with `--parallel`); otherwise
+`held_note` says why, e.g. "the server has 1 slot for 4 in flight: the other requests queue".
+
 Bounds: each request has the endpoint's timeout; each level stops launching at `level_limit_s` and records
 the requests it did not finish as errors.
 """
@@ -52,6 +60,10 @@ from harness.prompts import RenderedPrompt
 
 LOAD_REQUESTS_FILE = "load_requests.csv"
 LOAD_SUMMARY_FILE = "load_summary.csv"
+# Why 2: with one request per slot a level is a single wave that starts together and drains; a second request
+# per slot is what puts a new request beside running ones, which is the state a serving benchmark measures.
+MIN_REQUESTS_PER_SLOT = 2
+HELD_MIN_PCT = 50.0  # below this share of the wall time with N in flight, the level measured a drain
 
 
 # --- options ------------------------------------------------------------------------------------------
@@ -144,6 +156,8 @@ class RequestRecord:
     itl_p99_ms: float | None = None
     itl_unit: str = ""
     meets_slo: bool = False
+    cycle: int = 0  # which pass through the run's requests (a level repeats them to hold N in flight)
+    ended_s: float | None = None  # since the level started: answered, failed or cut
     gaps_ms: tuple[float, ...] = ()  # every chunk gap, for the level's pooled ITL (not written)
 
 
@@ -235,47 +249,108 @@ async def run_level(
     concurrency: int,
     slo: Slo,
     level_limit_s: float,
+    min_requests: int | None = None,
+    min_seconds: float = 0.0,
 ) -> tuple[list[RequestRecord], float]:
-    """Every request with at most `concurrency` in flight; (records in request order, level wall seconds)."""
+    """N requests in flight (N = `concurrency`) until at least `min_requests` were sent (default: the run's
+    requests, and MIN_REQUESTS_PER_SLOT per slot) and `min_seconds` passed, cycling through `requests`;
+    (records in send order, level wall seconds)."""
+    if not requests:
+        return [], 0.0
+    planned = max(len(requests), MIN_REQUESTS_PER_SLOT * concurrency if min_requests is None else min_requests)
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    gate = asyncio.Semaphore(concurrency)
     t0 = time.perf_counter_ns()
-    done: dict[int, RequestRecord] = {}
+    records: dict[int, RequestRecord] = {}
+    sent: dict[int, int] = {}  # index -> send time (ns), for requests still in flight when the limit cuts them
+    next_index = 0
     last_end = t0
 
-    async def one(req: LoadRequest, client: httpx.AsyncClient) -> None:
-        nonlocal last_end
-        async with gate:
+    def since(ns: int) -> float:
+        return (ns - t0) / 1e9
+
+    def request_for(index: int) -> tuple[LoadRequest, int]:
+        return requests[index % len(requests)], index // len(requests)
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal next_index, last_end
+        while next_index < planned or since(time.perf_counter_ns()) < min_seconds:
+            index = next_index
+            next_index += 1
+            req, cycle = request_for(index)
+            sent[index] = time.perf_counter_ns()
             try:
                 outcome = await load.stream(client, req.prompt)
-                done[req.index] = _record(concurrency, req, outcome, t0, slo)
+                record = _record(concurrency, req, outcome, t0, slo)
             except RequestError as exc:
-                done[req.index] = RequestRecord(concurrency, req.index, req.talk_id, req.repeat, "error", str(exc))
-            last_end = max(last_end, time.perf_counter_ns())
+                record = RequestRecord(concurrency, index, req.talk_id, req.repeat, "error", str(exc))
+                record.sent_s = since(sent[index])
+            end = time.perf_counter_ns()
+            record.index, record.cycle, record.ended_s = index, cycle, since(end)
+            records[index] = record
+            last_end = max(last_end, end)
 
     async with httpx.AsyncClient(timeout=load.config.timeout(), headers=load.config.headers(), limits=limits) as client:
-        tasks = [asyncio.ensure_future(one(req, client)) for req in requests]
-        _, pending = await asyncio.wait(tasks, timeout=level_limit_s) if tasks else (set(), set())
+        workers = [asyncio.ensure_future(worker(client)) for _ in range(concurrency)]
+        _, pending = await asyncio.wait(workers, timeout=level_limit_s)
         for task in pending:
             task.cancel()
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
             last_end = time.perf_counter_ns()
-    records = [
-        done.get(req.index)
-        or RequestRecord(
-            concurrency, req.index, req.talk_id, req.repeat, "error", f"level time limit {level_limit_s:g} s reached"
-        )
-        for req in requests
-    ]
-    return records, (last_end - t0) / 1e9
+    cut = f"level time limit {level_limit_s:g} s reached"
+    for index in range(max(planned, next_index)):
+        if index not in records:  # cut in flight, or never sent
+            req, cycle = request_for(index)
+            record = RequestRecord(concurrency, index, req.talk_id, req.repeat, "error", cut, cycle=cycle)
+            if index in sent:
+                record.sent_s, record.ended_s = since(sent[index]), since(last_end)
+            records[index] = record
+    return [records[i] for i in sorted(records)], (last_end - t0) / 1e9
 
 
 def _pct(values: Sequence[float], q: float) -> float | None:
     return float(np.percentile(values, q)) if len(values) else None
 
 
-def summarize_level(records: Sequence[RequestRecord], wall_s: float, slo: Slo) -> dict[str, Any]:
+def in_flight(records: Sequence[RequestRecord], level: int, wall_s: float) -> tuple[float, float]:
+    """(seconds with at least `level` requests in flight, mean requests in flight) over the level's wall time,
+    from each request's send and end times."""
+    events = sorted(
+        [(r.sent_s, 1) for r in records if r.sent_s is not None and r.ended_s is not None]
+        + [(r.ended_s, -1) for r in records if r.sent_s is not None and r.ended_s is not None]
+    )
+    full = busy = 0.0
+    count, previous = 0, 0.0
+    for at, step in events:
+        span = max(0.0, at - previous)
+        busy += count * span
+        if count >= level:
+            full += span
+        count, previous = count + step, at
+    return full, (busy / wall_s if wall_s > 0 else 0.0)
+
+
+def held_verdict(
+    records: Sequence[RequestRecord], level: int, wall_s: float, slots: int | None, min_seconds: float = 0.0
+) -> tuple[bool, str, float, float]:
+    """(held, why not, seconds with N in flight, mean in flight) for one level."""
+    full_s, mean = in_flight(records, level, wall_s)
+    pct = 100.0 * full_s / wall_s if wall_s > 0 else 0.0
+    why = ""
+    if slots is not None and slots < level:
+        why = f"the server has {slots} slot{'s' if slots != 1 else ''} for {level} in flight: the others queue"
+    elif any(r.status == "error" and r.error.startswith("level time limit") for r in records):
+        why = "cut by the level time limit"
+    elif pct < HELD_MIN_PCT:
+        why = f"{level} in flight only {pct:.0f} % of the level's {wall_s:.1f} s (needs {HELD_MIN_PCT:g} %)"
+    elif min_seconds > 0 and full_s < min_seconds:
+        why = f"{level} in flight {full_s:.1f} s of the {min_seconds:g} s asked for"
+    return not why, why, full_s, mean
+
+
+def summarize_level(
+    records: Sequence[RequestRecord], wall_s: float, slo: Slo, slots: int | None = None, min_seconds: float = 0.0
+) -> dict[str, Any]:
     ok = [r for r in records if r.status == "ok"]
     ttfts = [r.ttft_s for r in ok if r.ttft_s is not None]
     gaps = [g for r in ok for g in r.gaps_ms]
@@ -285,6 +360,8 @@ def summarize_level(records: Sequence[RequestRecord], wall_s: float, slo: Slo) -
     good = sum(1 for r in ok if r.meets_slo)
     per_s = (lambda x: x / wall_s) if wall_s > 0 else (lambda x: None)
     units = {r.itl_unit for r in ok}
+    level = records[0].concurrency if records else 0
+    held, why, full_s, mean = held_verdict(records, level, wall_s, slots, min_seconds)
     return {
         "concurrency": records[0].concurrency if records else None,
         "requests": len(records),
@@ -305,6 +382,11 @@ def summarize_level(records: Sequence[RequestRecord], wall_s: float, slo: Slo) -
         "slo": str(slo),
         "goodput_pct": 100.0 * good / len(records) if records else None,
         "goodput_req_s": per_s(good),
+        "server_slots": slots,
+        "mean_in_flight": mean,
+        "full_in_flight_s": full_s,
+        "held": held,
+        "held_note": why,
     }
 
 
@@ -329,12 +411,18 @@ def run_load(
     model_id: str,
     echo: Callable[[str], None] = print,
     level_limit_s: float = 600.0,
+    slots: int | None = None,
+    min_requests: int | None = None,
+    min_seconds: float = 0.0,
 ) -> list[dict[str, Any]]:
-    """Every level in turn; appends to load_requests.csv and load_summary.csv in `run_dir`; one line per level."""
+    """Every level in turn; appends to load_requests.csv and load_summary.csv in `run_dir`; one line per level.
+    `slots`: how many requests the server runs at once, when known (llama-server's --parallel)."""
     summaries: list[dict[str, Any]] = []
     for level in levels:
-        records, wall = asyncio.run(run_level(load, requests, level, slo, level_limit_s))
-        summary = {"model": model_id, **summarize_level(records, wall, slo)}
+        records, wall = asyncio.run(
+            run_level(load, requests, level, slo, level_limit_s, min_requests=min_requests, min_seconds=min_seconds)
+        )
+        summary = {"model": model_id, **summarize_level(records, wall, slo, slots, min_seconds)}
         rows = [{"model": model_id, **{k: v for k, v in asdict(r).items() if k != "gaps_ms"}} for r in records]
         _write_csv(run_dir / LOAD_REQUESTS_FILE, rows, ["model", *REQUEST_COLUMNS], append=True)
         _write_csv(run_dir / LOAD_SUMMARY_FILE, [summary], list(summary), append=True)
@@ -356,4 +444,5 @@ def format_summary(s: dict[str, Any]) -> str:
         f"{f(s['ttft_p50_s'], '.3f')}/{f(s['ttft_p90_s'], '.3f')}/{f(s['ttft_p99_s'], '.3f')} s | "
         f"ITL p50/p99 {f(s['itl_p50_ms'], '.1f')}/{f(s['itl_p99_ms'], '.1f')} ms per {s['itl_unit'] or '-'} | "
         f"goodput {f(s['goodput_pct'], '.0f')}% ({s['slo']})"
+        + ("" if s.get("held", True) else f" | NOT HELD: {s.get('held_note') or 'see load_summary.csv'}")
     )

@@ -215,6 +215,13 @@ PARAMS: tuple[Param, ...] = (
         default_text="models.yaml flag, else 0", group="settings",
     ),
     _p(
+        "repack", "--repack",
+        "llama.cpp weight repacking into the CPU's extra buffer types (CPU_REPACK, AMX), as llama-bench "
+        "--repack: 0, 1 or 0,1; default auto = on unless the engine self-check saw it crash on this CPU",
+        parse=parse_bool, kind="sweep", metavar="0|1", negative="--no-repack", const="1",
+        default_text="models.yaml flag, else auto", group="settings",
+    ),
+    _p(
         "n_gpu_layers",
         "--n-gpu-layers",
         "llama.cpp layers to offload (-1 = all); refused up front on a build without GPU offload",
@@ -240,6 +247,10 @@ PARAMS: tuple[Param, ...] = (
     # --- how ---------------------------------------------------------------------------------------------
     _p("cooldown_s", "--cooldown", "sleep SECONDS between samples (thermals)", default=0.0,
        parse=parse_float, minimum=0, metavar="SECONDS", group="how"),
+    _p("wait_quiet_s", "--wait-quiet",
+       "before each sample wait, at most SECONDS, until other processes leave the worker's CPUs quiet for 0.3 s "
+       "(the noise analogue of --cooldown; the wait is the quiet_wait_s column; docs/noise.md); bare = 30",
+       parse=parse_float, minimum=0, metavar="SECONDS", const="30", default_text="off", group="how"),
     _p("no_mmap", "--no-mmap", "load weights into anonymous memory instead of mmap", kind="flag",
        default=False, group="how"),
     _p("out", "--out", "parent directory of the run directory", default=Path("results"), parse=Path,

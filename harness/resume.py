@@ -24,10 +24,12 @@ Rules (README, "Failures and interruptions"):
 
 from __future__ import annotations
 
+import argparse
 import csv
 import io
 import os
 import shlex
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,33 +61,65 @@ class ResumeState:
 
 def run_arguments(command: list[str], where: Path) -> list[str]:
     """The arguments after `run` in a recorded command line (argv of `python -m harness run ...`)."""
+    if not isinstance(command, list) or not all(isinstance(a, str) for a in command):
+        raise HarnessError(f'{where / RUN_JSON}: "command" must be a list of strings; this run cannot be resumed')
     if "run" not in command:
         raise HarnessError(f"{where / RUN_JSON}: no `run` command line recorded; this run cannot be resumed")
     return list(command[command.index("run") + 1 :])
 
 
 def load_state(run_dir: Path) -> ResumeState:
-    """What `--resume RUN_DIR` continues from; a one-line HarnessError when it cannot be resumed."""
-    import json
+    """What `--resume RUN_DIR` continues from; a one-line HarnessError when it cannot be resumed.
+
+    The run's lock (`RunLock`, an OS lock on `<run dir>/.lock`) is taken first and kept for the rest of
+    the process (the writer shares it): a second `--resume` of the same run, or a resume of a run still
+    in progress, is refused before either reads the rows."""
+    from harness.results.durable import RunLock
+    from harness.results.record import RunRecord, read_run_json
 
     if not run_dir.is_dir():
         raise HarnessError(f"--resume {run_dir}: no such run directory; pass results/<run_id>")
     path = run_dir / RUN_JSON
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise HarnessError(f"--resume {run_dir}: cannot read {RUN_JSON} ({exc}); this run cannot be resumed") from None
-    if not isinstance(record, dict):
-        raise HarnessError(f"--resume {run_dir}: {RUN_JSON} is not a run record")
+    if not path.is_file():
+        raise HarnessError(f"--resume {run_dir}: no {RUN_JSON}; this run cannot be resumed")
+    RunLock.hold(run_dir)
+    record = read_run_json(path)
+    RunRecord.validated(record, path)  # the fields the resume reads have the types it expects
     status = record.get("status")
     if status == "complete":
         raise HarnessError(f"--resume {run_dir}: the run is already complete; nothing to resume")
     pid = record.get("pid")
     if status == "running" and isinstance(pid, int) and pid != os.getpid() and _alive(pid):
+        # A run of an older harness (no lock file) that is still going.
         raise HarnessError(f"--resume {run_dir}: the run is still going (process {pid}); stop it first")
     state = ResumeState(run_dir, record)
     state.done = rows_done(run_dir)
     return state
+
+
+class _QuietParser(argparse.ArgumentParser):
+    """An argument parser whose errors are a HarnessError, not a usage block on stderr and SystemExit."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        raise HarnessError(message)
+
+    def exit(self, status: int = 0, message: str | None = None) -> typing.NoReturn:
+        raise HarnessError(message or f"exit {status}")
+
+
+def parse_recorded(state: ResumeState) -> argparse.Namespace:
+    """The recorded `harness run` arguments parsed again; a tampered or outdated command line is one line."""
+    from harness import params
+
+    parser = _QuietParser(prog="harness run", add_help=False)
+    params.add_arguments(parser)
+    try:
+        return parser.parse_args(state.argv)
+    except HarnessError as exc:
+        raise HarnessError(
+            f'--resume {state.dir}: the command line recorded in {RUN_JSON} ("command") no longer parses '
+            f"({str(exc).strip()}); start a new run"
+        ) from None
 
 
 def _alive(pid: int) -> bool:
@@ -191,6 +225,7 @@ __all__ = [
     "check_weights",
     "code_fingerprint",
     "load_state",
+    "parse_recorded",
     "resume_hint",
     "rows_done",
 ]

@@ -10,11 +10,12 @@ how a row looks to `rows`: the runner names none of them.
 
 from __future__ import annotations
 
+import csv
 import io
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,8 @@ from rich.console import Console
 
 from harness import __version__
 from harness.backends import backend_class, backend_ref, make_flags
-from harness.backends.base import BackendOptions
+from harness.backends.base import BackendFlags, BackendOptions
+from harness.backends.llama_cpp_repack import RepackVerdict, check_repack
 from harness.corpus import Talk, corpus_label, corpus_path, load_corpus
 from harness.env import collect_environment, command_line
 from harness.errors import HarnessError, unknown
@@ -35,9 +37,9 @@ from harness.launchers.session import (
     WorkerSession,
     process_launcher,
 )
-from harness.launchers.watchdog import MAX_TIMEOUTS_IN_A_ROW, default_sample_timeout
+from harness.launchers.watchdog import MAX_TIMEOUTS_IN_A_ROW, default_sample_timeout, phase_deadlines
 from harness.launchers.worker import WorkerJob, one_line
-from harness.models.registry import ModelEntry, load_models, select_models
+from harness.models.registry import ModelEntry, cache_dir, load_models, select_models
 from harness.models.sources import cached_sha256, file_sha256, is_ready, local_path, require_offline, resolve
 from harness.params import SWEEPABLE, Config, describe_config, expand, impossible, thread_warnings
 from harness.plan import PlannedSample as PlanItem
@@ -57,6 +59,7 @@ from harness.serving import ServedModel, Serving
 from harness.threads import default_threads, usable_cpus
 from harness.trackers import TrackerContext, make_trackers
 from harness.trackers.device import KvCacheShape, kv_cache_shape, weights_read_bytes
+from harness.trackers.noise import finish_run as noise_finish_run
 
 ENGINE_TOLERANCE_PCT = 3.0
 
@@ -75,9 +78,11 @@ class RunConfig:
     threads: int | None = None  # None = physical cores
     summary_lang: str | None = None  # None = each talk's own language
     cooldown_s: float = 0.0
+    wait_quiet_s: float | None = None  # --wait-quiet: wait at most this long per sample for a quiet machine
     offline: bool = False
     no_mmap: bool = False
     flash_attn: bool | None = None  # None = models.yaml flag or off
+    repack: bool | None = None  # None = models.yaml flag, else auto (on unless the self-check saw it crash)
     n_gpu_layers: int | None = None
     provider: str | None = None  # onnx execution provider override
     n_ctx: int | None = None  # override models.yaml
@@ -191,6 +196,8 @@ class Runner:
         self._custom_echo = echo
         self.echo: Printer = echo or print
         self.launcher_factory = launcher_factory
+        # llama.cpp's repack self-check (harness.backends.llama_cpp_repack), run when the run starts.
+        self.repack_verdict: RepackVerdict | None = None
         if config.repeats < 1:
             raise HarnessError("--repeats must be at least 1")
         if config.warmup < 0:
@@ -213,9 +220,13 @@ class Runner:
             threads=max(c["threads"] for c in self.configs),
             measure_bandwidth=config.measure_bandwidth,
             sample_interval_s=config.sample_interval_s,
+            wait_quiet_s=config.wait_quiet_s,
         )
         self.engine_s = 0.0
         self.errors = 0
+        self.ok_rows = 0
+        self.first_error = ""
+        self.failure = ""  # why a run whose every sample failed failed
 
     # ------------------------------------------------------------------------------------------------
     def run(self) -> tuple[Path, int]:
@@ -260,6 +271,10 @@ class Runner:
                             record["written_rows"] = writer.rows_written
                             writer.write_run_json(record)
                 self.status = "complete"
+                every_failed = self._every_sample_failed(writer)
+                if every_failed:
+                    self.status = "failed"
+                    record["failure"] = self.failure = every_failed
             except RunInterrupted as exc:
                 self.status, self.interrupted = "interrupted", exc
                 record["interrupted_by"] = exc.signal_name
@@ -310,6 +325,7 @@ class Runner:
         }
         for line in record["warnings"]:
             self.echo(f"   warning: {line}")
+        self._engine_self_check(record)
         if self.resume is not None:
             record = self._resumed_record(record, writer)
         writer.write_run_json(record)
@@ -332,9 +348,12 @@ class Runner:
                 except Exception as exc:  # a tracker failing to close must not hide why the run stopped
                     self.echo(f"   warning: closing {state.entry.id}: {one_line(exc)}")
         wall = time.perf_counter() - wall0
+        error_rows = self._count_errors(writer)
         record.update(
             status=self.status,
             written_rows=writer.rows_written,
+            ok_rows=writer.rows_written - error_rows,
+            error_rows=error_rows,
             finished_at=datetime.now(timezone.utc).isoformat(),
         )
         record["overhead"] = {
@@ -357,6 +376,8 @@ class Runner:
                 record["summary"] = summary.run_json
                 for line in summary.lines():
                     self.echo(line)
+            if noise_line := noise_finish_run(writer.dir, record):  # run.json `noise`; the busy-machine line
+                self._warn(record, noise_line)
             writer.write_run_json(record)
         except WriteFailed as exc:
             failure = failure or exc
@@ -409,6 +430,7 @@ class Runner:
             **self.configs[0].as_dict(),
             "summary_lang": cfg.summary_lang or "talk",
             "cooldown_s": cfg.cooldown_s,
+            "wait_quiet_s": cfg.wait_quiet_s,
             "corpus": corpus_label(cfg.corpus),
             "corpus_sha256": _sha_file(corpus_path(cfg.corpus)),
             "no_mmap": cfg.no_mmap,
@@ -536,6 +558,7 @@ class Runner:
         overrides = {
             "n_gpu_layers": config.get("n_gpu_layers"),
             "flash_attn": config.get("flash_attn"),
+            "repack": self._repack_override(entry, config),
             "use_mmap": False if cfg.no_mmap else None,
         }
         return BackendOptions(
@@ -580,6 +603,8 @@ class Runner:
         spec = SampleSpec(item.seq, item.talk.id, item.repeat, item.talk.text)
         outcome = state.session.run(spec, timeout_s=self._sample_timeout(state))
         progress.sample_end(time.perf_counter() - t0)
+        if outcome.result is None:
+            outcome = replace(outcome, error=self._explain_death(state, outcome.error, "sample"))
         self._write_outcome(writer, state, item, outcome)
         if state.session is not None and state.session.timed_out:
             # The watchdog killed a stalled worker: the rest of this model runs in a fresh one, unless it
@@ -591,11 +616,83 @@ class Runner:
             elif state.remaining:
                 self.echo(f"   {outcome.error}: worker killed; {state.entry.id} continues in a fresh worker")
         elif state.session is not None and state.session.dead and state.remaining:
-            self._give_up(state, state.session.dead)
+            self._give_up(state, outcome.error)
         elif outcome.result is not None:
             state.timeouts_in_a_row = 0
         elif state.remaining and (gone := self.serving.check_alive(state.served)):
             self._give_up(state, gone)
+
+    # -- llama.cpp's repack self-check (harness.backends.llama_cpp_repack) ----------------------------------
+    def _engine_self_check(self, record: dict[str, Any]) -> None:
+        """Before the first llama.cpp model: does weight repacking run on this CPU? Cached per build x CPU.
+        A crash turns repack off for every model left on auto, with one line saying why."""
+        if not any(e.backend == "llama_cpp" for e in self.entries):
+            return
+        verdict = self.repack_verdict = check_repack(cache_dir())
+        applied = "repack on (llama.cpp's default)"
+        if verdict.repack_ok is False:
+            forced = sorted({e.id for e in self.entries for c in self.configs if c.get("repack") is True})
+            applied = "repack off for models left on auto" + (f"; forced on by --repack 1: {', '.join(forced)}"
+                                                              if forced else "")
+            self._warn(record, f"{verdict.summary}: {verdict.remedy}")
+            if forced:
+                self._warn(record, f"--repack 1 asked for repack on {', '.join(forced)}: expect those workers to "
+                                   f"crash ({verdict.signal}); drop --repack 1 or use --repack 0")
+        elif verdict.repack_ok is None:
+            self._warn(record, verdict.summary)
+        record["engine_check"] = {"repack": verdict.record(), "applied": applied}
+
+    def _repack_override(self, entry: ModelEntry, config: Config) -> bool | None:
+        """--repack when given; else the models.yaml flag (None here); else off when the self-check saw repack
+        crash on this CPU, else None (llama.cpp's default: on)."""
+        asked = config.get("repack")
+        if asked is not None:
+            return bool(asked)
+        if "repack" in entry.flags or entry.backend != "llama_cpp":
+            return None
+        if self.repack_verdict is not None and self.repack_verdict.repack_ok is False:
+            return False
+        return None
+
+    def _explain_death(self, state: _ModelState, message: str, phase: str) -> str:
+        """A worker or server that died: the phase it died in, a managed server's own exit (not the client's
+        network error), and what the repack self-check knows."""
+        gone = self.serving.check_alive(state.served, wait_s=1.0) if state.served is not None else None
+        if gone is not None:
+            message = gone
+        if "signal" not in message:
+            return message
+        message = f"{message} during {phase}"
+        verdict = self.repack_verdict
+        repack = state.ctx.base.get("repack") if state.ctx is not None else None
+        if verdict is not None and verdict.repack_ok is False and repack:
+            message += f" (repack self-check: {verdict.summary}; run with --repack 0)"
+        elif verdict is not None and verdict.repack_ok and repack:
+            message += " (the repack self-check passed on this CPU; try --repack 0 to rule it out)"
+        return message
+
+    def _count_errors(self, writer: RunWriter) -> int:
+        """Error rows in results.csv: this attempt's, plus a resumed run's earlier ones."""
+        if self.resume is None:
+            return self.errors
+        return max(0, writer.rows_written - self.ok_rows - self._earlier_ok(writer))
+
+    def _earlier_ok(self, writer: RunWriter) -> int:
+        from harness.results.layout import RESULTS_CSV
+
+        try:
+            with (writer.dir / RESULTS_CSV).open(newline="", encoding="utf-8") as fh:
+                return max(0, sum(r.get("status") == "ok" for r in csv.DictReader(fh)) - self.ok_rows)
+        except OSError:
+            return 0
+
+    def _every_sample_failed(self, writer: RunWriter) -> str | None:
+        """'every sample failed: …' when the run wrote rows and none is ok (then the run is `failed`, exit 4)."""
+        if not self.errors or self.ok_rows:
+            return None
+        if self.resume is not None and self._earlier_ok(writer):  # rows of the earlier attempt count too
+            return None
+        return f"every sample failed ({self.errors} error rows): {self.first_error}"
 
     def _give_up(self, state: _ModelState, message: str) -> None:
         """The model cannot produce rows any more: its remaining samples become error rows with `message`."""
@@ -629,6 +726,7 @@ class Runner:
                 "prompt_sha": template.sha,
                 "summary_lang": lang,
                 "flash_attn": getattr(options.flags, "flash_attn", None),
+                "repack": _effective_repack(options.flags),
             },
             bandwidth_gbs=bandwidth,
         )
@@ -690,7 +788,9 @@ class Runner:
         assert state.job is not None and state.ctx is not None
         trackers = self.serving.trackers(state.served, make_trackers(self.tracker_context))
         watch = state.served.pid if state.served else None
-        session = WorkerSession(state.job, trackers, self.launcher_factory, watch_pid=watch)
+        # Start, load, warm-up and stop have deadlines too (launchers/watchdog.py), so no phase can hang the run.
+        deadlines = phase_deadlines(self._sample_timeout(state), state.ctx.weight_bytes, self.config.warmup)
+        session = WorkerSession(state.job, trackers, self.launcher_factory, deadlines=deadlines, watch_pid=watch)
         state.session = session
         progress.phase(state.entry.id, "loading")
         try:
@@ -704,8 +804,9 @@ class Runner:
             else:
                 session.open(None, 0)
         except SessionFailed as exc:
-            self.echo(f"   worker failed: {exc}")
-            state.failed = str(exc)
+            message = self._explain_death(state, str(exc), session.phase)
+            self.echo(f"   worker failed: {message}")
+            state.failed = message
             return
         loaded, warmed = session.info.loaded, session.info.warmed
         assert loaded is not None and warmed is not None
@@ -746,6 +847,8 @@ class Runner:
         if self.config.sample_timeout_s is not None:
             return self.config.sample_timeout_s
         n_ctx = state.ctx.load.get("n_ctx") if state.ctx is not None else None
+        if n_ctx is None and state.job is not None:  # before the load (the warm-up deadline): the requested one
+            n_ctx = state.job.options.n_ctx
         return default_sample_timeout(state.config["max_new_tokens"], n_ctx)
 
     def _close_session(self, state: _ModelState, record: dict[str, Any]) -> None:
@@ -785,6 +888,7 @@ class Runner:
             self._write_error(writer, state, item, outcome.error)
             return
         result = outcome.result
+        self.ok_rows += 1
         row = ok_row(state.ctx, item.talk, item.repeat, result, outcome.columns)
         self.engine_s += result.latency.e2e_s or 0.0
         writer.write_row(row, summary_record(row, item.talk, result.text))
@@ -795,6 +899,7 @@ class Runner:
     def _write_error(self, writer: RunWriter, state: _ModelState, item: PlannedSample, message: str) -> None:
         assert state.ctx is not None
         self.errors += 1
+        self.first_error = self.first_error or message
         row = error_row(state.ctx, item.talk, item.repeat, message, item.seq)
         writer.write_row(row, summary_record(row, item.talk, ""))
         self.echo(f"   {item.talk.id} r{item.repeat}: ERROR {message}")
@@ -828,6 +933,14 @@ def engine_gap_warning(model_id: str, gaps: list[tuple[float, float | None]]) ->
         f"(> {ENGINE_TOLERANCE_PCT:g}%) on {len(off)}/{len(gaps)} samples; median time outside the engine "
         f"per token {median} (sampling over the vocabulary + Python loop: outside_engine_ms_per_tok)"
     )
+
+
+def _effective_repack(flags: BackendFlags) -> bool | None:
+    """The repack setting a llama.cpp model runs with (None: the backend has no such setting)."""
+    if not hasattr(flags, "repack"):
+        return None
+    value = flags.repack
+    return True if value is None else bool(value)
 
 
 def _group_name(state: _ModelState) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,7 +28,7 @@ from harness.models.registry import ModelEntry
 from harness.prompts import PromptTemplate
 from harness.scenarios.summarize import SummarizeConfig, SummarizeScenario
 from harness.servers import ManagedServer, ServerSettings, server_class, server_names
-from harness.servers.base import local_server_pid
+from harness.servers.base import exit_description, local_server_pid
 
 Printer = Callable[[str], None]
 
@@ -104,6 +105,7 @@ class Serving:
             log_path=run_dir / f"server-{entry.id}.log",
             n_gpu_layers=int(getattr(flags, "n_gpu_layers", 0)),
             flash_attn=bool(getattr(flags, "flash_attn", False)),
+            repack=getattr(flags, "repack", None) is not False,
             use_mmap=bool(getattr(flags, "use_mmap", True)),
             ready_timeout_s=self.ready_timeout_s,
         )
@@ -150,12 +152,22 @@ class Serving:
         return [t for t in trackers if getattr(t, "name", "") != "memory"]
 
     @staticmethod
-    def check_alive(served: ServedModel | None) -> str | None:
-        """Why the model cannot go on (its managed server exited), or None."""
-        if served is None or served.server is None or served.server.alive:
+    def check_alive(served: ServedModel | None, wait_s: float = 0.0) -> str | None:
+        """Why the model cannot go on (its managed server exited: its exit code or signal), or None.
+        `wait_s`: after a failed request, give a dying server that long to be reaped, so a crash reads as
+        the server's signal rather than the client's "connection closed"."""
+        if served is None or served.server is None or served.server.process is None:
             return None
-        code = served.server.process.returncode if served.server.process is not None else None
-        return f"server {served.server.name} (pid {served.pid}) exited with code {code}: {served.server.log_tail(1)}"
+        process = served.server.process
+        if wait_s > 0:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=wait_s)
+        if served.server.alive:
+            return None
+        return (
+            f"server {served.server.name} (pid {served.pid}) {exit_description(process.returncode)}: "
+            f"{served.server.log_tail(1)}"
+        )
 
     def finish(
         self,

@@ -72,10 +72,11 @@ def test_listening_pid_finds_this_process() -> None:
     assert local_server_pid("http://192.0.2.1:8080") is None  # not this machine: never guessed
 
 
-def test_unknown_server_and_missing_binary(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unknown_server_and_missing_binary(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     with pytest.raises(HarnessError, match=r'unknown --via server "llama-srv".*Did you mean "llama-server"'):
         server_class("llama-srv")
     monkeypatch.setenv("PATH", "")
+    monkeypatch.setenv("HARNESS_TOOLS", str(tmp_path))  # nor a `harness tools build` in the cache
     with pytest.raises(HarnessError, match="no llama-server on PATH"):
         server_class("llama-server").preflight()
     with pytest.raises(HarnessError, match="no ollama on PATH"):

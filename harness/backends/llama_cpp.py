@@ -34,6 +34,7 @@ from harness.backends.base import (
     TokenStream,
 )
 from harness.backends.llama_cpp_native import GreedyDecoder, Threadpool, attach_threadpool, eog_tokens
+from harness.backends.llama_cpp_repack import crash_if_injected, model_params_repack
 from harness.errors import HarnessError
 from harness.prompts import RenderedPrompt
 
@@ -101,6 +102,9 @@ class LlamaCppFlags(BackendFlags):
 
     n_gpu_layers: Annotated[int, Field(ge=-1)] = 0  # layers to offload when the build has a GPU; -1 = all
     flash_attn: bool = False
+    # Weight repacking into llama.cpp's CPU extra buffer types (llama-bench --repack); None = auto: on, unless
+    # the run's self-check saw it crash on this CPU (harness.backends.llama_cpp_repack; the runner decides).
+    repack: bool | None = None
     use_mmap: bool = True
     # Prompt-processing batch (logical) and micro-batch (physical) sizes; None = llama-cpp-python's default
     # (512 each). llama.cpp caps n_batch at n_ctx and n_ubatch at n_batch; run.json records what it used.
@@ -119,6 +123,7 @@ class LlamaCppBackend(Backend):
         self._formatter: Jinja2ChatFormatter | None = None
         self._decoder: GreedyDecoder | None = None
         self._threadpool: Threadpool | None = None
+        self._repack = True
 
     def load(self) -> LoadInfo:
         opts = self.options
@@ -127,23 +132,9 @@ class LlamaCppBackend(Backend):
         gpu_ok = bool(llama_cpp.llama_supports_gpu_offload())
         n_gpu_layers = flags.n_gpu_layers if gpu_ok else 0
         batching = {k: v for k, v in (("n_batch", flags.n_batch), ("n_ubatch", flags.n_ubatch)) if v is not None}
-        self.llm = llama_cpp.Llama(
-            model_path=str(self.model_path),
-            n_ctx=opts.n_ctx,
-            # Prefill runs on n_threads_batch, decode on n_threads: set both or prefill uses all cores.
-            n_threads=opts.threads,
-            n_threads_batch=opts.threads,
-            n_gpu_layers=n_gpu_layers,
-            use_mmap=flags.use_mmap,
-            flash_attn=flags.flash_attn,
-            **batching,
-            # llama.cpp's own tools (llama-cli, llama-server, llama-bench) default to a window-sized cache
-            # for sliding-window layers; llama-cpp-python asks for a full-size one. Match the tools.
-            swa_full=False,
-            seed=opts.seed,
-            verbose=False,
-            no_perf=False,
-        )
+        self._repack = flags.repack is not False
+        with model_params_repack(self._repack):
+            self.llm = self._new_llama(opts, flags, n_gpu_layers, batching)
         template = self.llm.metadata.get("tokenizer.chat_template")
         if self.prompt_style == "chat":
             if not template:
@@ -166,6 +157,7 @@ class LlamaCppBackend(Backend):
             "n_threads": opts.threads,
             "n_threads_batch": opts.threads,
             "flash_attn": flags.flash_attn,
+            "repack": self._repack,
             "swa_full": False,
             "gpu_offload_supported": gpu_ok,
             "architecture": self.llm.metadata.get("general.architecture"),
@@ -180,6 +172,27 @@ class LlamaCppBackend(Backend):
             model_files=[self.model_path],
             mmap=flags.use_mmap,
             extra=extra,
+        )
+
+    def _new_llama(
+        self, opts: BackendOptions, flags: LlamaCppFlags, n_gpu_layers: int, batching: dict[str, int]
+    ) -> llama_cpp.Llama:
+        return llama_cpp.Llama(
+            model_path=str(self.model_path),
+            n_ctx=opts.n_ctx,
+            # Prefill runs on n_threads_batch, decode on n_threads: set both or prefill uses all cores.
+            n_threads=opts.threads,
+            n_threads_batch=opts.threads,
+            n_gpu_layers=n_gpu_layers,
+            use_mmap=flags.use_mmap,
+            flash_attn=flags.flash_attn,
+            **batching,
+            # llama.cpp's own tools (llama-cli, llama-server, llama-bench) default to a window-sized cache
+            # for sliding-window layers; llama-cpp-python asks for a full-size one. Match the tools.
+            swa_full=False,
+            seed=opts.seed,
+            verbose=False,
+            no_perf=False,
         )
 
     def tokenize_prompt(self, prompt: RenderedPrompt) -> list[int]:
@@ -209,6 +222,7 @@ class LlamaCppBackend(Backend):
         decode, next_token_of, eog = llama_cpp.llama_decode, decoder.next_token, decoder.eog
         min_new = request.min_new_tokens
 
+        crash_if_injected(self._repack)  # tests only: the repack crash, where the real one happens
         llm.reset()  # llama-cpp-python's own bookkeeping, and recurrent state
         llm._ctx.kv_cache_clear()
         llama_cpp.llama_perf_context_reset(ctx)

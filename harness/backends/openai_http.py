@@ -41,7 +41,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -110,6 +110,39 @@ class EndpointConfig(BackendFlags):
 
 class RequestError(RuntimeError):
     """One request failed (refused, HTTP error, cut stream, unreadable answer): the sample becomes an error row."""
+
+
+# Bounds on what a server may send (issue 21): a hostile or broken server must end in an error row, never in a
+# hang, a huge parent-side ROUGE computation, or a figure that cannot be true.
+MAX_LINE_CHARS = 1 << 20  # one SSE / NDJSON line; a server that never ends its line is cut off here
+MAX_BODY_BYTES = 32 << 20  # one non-streamed answer (model list, tokenize of a long talk)
+MAX_COUNT = 2**31 - 1  # a token count above this (or below 0) is not a count
+ANSWER_CHARS_PER_TOKEN = 64  # the longest token of a real vocabulary is well under this many characters
+ANSWER_SLACK_CHARS = 4096
+
+
+def answer_cap(max_new_tokens: int) -> int:
+    """Most characters an answer of `max_new_tokens` tokens can have; a longer one ignores max_tokens."""
+    return max_new_tokens * ANSWER_CHARS_PER_TOKEN + ANSWER_SLACK_CHARS
+
+
+def server_count(value: Any, name: str) -> int:
+    """A token count from the server, checked: a whole number in [0, MAX_COUNT], else RequestError."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise RequestError(f"server reported {name} {value!r}: not a token count")
+    if value != int(value) or not 0 <= value <= MAX_COUNT:
+        raise RequestError(f"server reported {name} {value!r}: not a plausible token count")
+    return int(value)
+
+
+def server_ms(value: Any, name: str, scale: float = 1.0) -> float:
+    """A duration from the server (in ms after `scale`), checked: finite and not negative, else RequestError
+    (a NaN or -1 would otherwise feed engine_* and outside_engine_ms_per_tok)."""
+    if value is None:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        raise RequestError(f"server reported {name} {value!r}: not a duration")
+    return float(value) * scale
 
 
 # --- requests -------------------------------------------------------------------------------------------
@@ -212,30 +245,37 @@ class StreamOutcome:
 class StreamParser:
     """Turns the lines of a streamed answer into a StreamOutcome. Feed it each line with its arrival time."""
 
-    def __init__(self, start_ns: int, ndjson: bool) -> None:
+    def __init__(self, start_ns: int, ndjson: bool, max_chars: int | None = None) -> None:
         self.outcome = StreamOutcome(start_ns=start_ns)
         self.ndjson = ndjson
+        self.max_chars = max_chars  # answer_cap(max_tokens): a longer answer is an error, not scored
+        self._chars = 0
 
     def feed(self, line: str, now_ns: int) -> None:
         line = line.strip()
         if not line:
             return
-        if self.ndjson:
-            self._ollama(self._json(line), now_ns)
-            return
-        if not line.startswith("data:"):
-            return  # SSE comments (": ping"), event:/id: fields
-        payload = line[5:].strip()
-        if payload == "[DONE]":
-            self.outcome.done = True
-            return
-        self._openai(self._json(payload), now_ns)
+        try:
+            if self.ndjson:
+                self._ollama(self._json(line), now_ns)
+                return
+            if not line.startswith("data:"):
+                return  # SSE comments (": ping"), event:/id: fields
+            payload = line[5:].strip()
+            if payload == "[DONE]":
+                self.outcome.done = True
+                return
+            self._openai(self._json(payload), now_ns)
+        except (AttributeError, TypeError, ValueError, KeyError) as exc:
+            # JSON of the wrong shape (a list for a choice, a string for usage): one line naming the server's
+            # fault, never a Python exception name in the error row.
+            raise RequestError(f"not an OpenAI-compatible stream: malformed chunk {line[:80]!r} ({exc})") from None
 
     @staticmethod
     def _json(text: str) -> dict[str, Any]:
         try:
             data = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # ValueError covers JSONDecodeError and 5000-digit integers
             raise RequestError(f"not an OpenAI-compatible stream: unreadable line {text[:80]!r}") from None
         if not isinstance(data, dict):
             raise RequestError(f"not an OpenAI-compatible stream: {text[:80]!r}")
@@ -246,6 +286,12 @@ class StreamParser:
 
     def _content(self, text: Any, now_ns: int) -> None:
         if isinstance(text, str) and text:
+            self._chars += len(text)
+            if self.max_chars is not None and self._chars > self.max_chars:
+                raise RequestError(
+                    f"server sent more than {self.max_chars} characters for this request's max_tokens "
+                    "(it ignores max_tokens): answer cut off, not scored"
+                )
             self.outcome.chunk_ns.append(now_ns)
             self.outcome.text_parts.append(text)
 
@@ -255,27 +301,30 @@ class StreamParser:
         if not isinstance(choices, list):
             raise RequestError(f"not an OpenAI-compatible stream: chunk without choices: {json.dumps(data)[:120]}")
         for choice in choices:
+            if not isinstance(choice, dict):
+                raise RequestError(f"not an OpenAI-compatible stream: a choice is not an object: {choice!r:.80}")
             delta = choice.get("delta")
             self._content(delta.get("content") if isinstance(delta, dict) else choice.get("text"), now_ns)
             if choice.get("finish_reason"):
                 out.finish_reason = choice["finish_reason"]
         usage = data.get("usage")
         if isinstance(usage, dict):
-            out.prompt_tokens = usage.get("prompt_tokens", out.prompt_tokens)
+            if usage.get("prompt_tokens") is not None:
+                out.prompt_tokens = server_count(usage["prompt_tokens"], "usage.prompt_tokens")
             if usage.get("completion_tokens") is not None:
-                out.completion_tokens = int(usage["completion_tokens"])
+                out.completion_tokens = server_count(usage["completion_tokens"], "usage.completion_tokens")
                 out.output_tokens_source = "usage"
         timings = data.get("timings")  # llama-server
         if isinstance(timings, dict) and timings.get("prompt_n") is not None:
-            out.prompt_evaluated = int(timings["prompt_n"])
+            out.prompt_evaluated = server_count(timings["prompt_n"], "timings.prompt_n")
             out.counters = EngineCounters(
-                prompt_tokens=int(timings["prompt_n"]),
-                prompt_ms=float(timings.get("prompt_ms") or 0.0),
-                decode_tokens=int(timings.get("predicted_n") or 0),
-                decode_ms=float(timings.get("predicted_ms") or 0.0),
+                prompt_tokens=out.prompt_evaluated,
+                prompt_ms=server_ms(timings.get("prompt_ms"), "timings.prompt_ms"),
+                decode_tokens=server_count(timings.get("predicted_n") or 0, "timings.predicted_n"),
+                decode_ms=server_ms(timings.get("predicted_ms"), "timings.predicted_ms"),
             )
             if out.completion_tokens is None and timings.get("predicted_n") is not None:
-                out.completion_tokens = int(timings["predicted_n"])
+                out.completion_tokens = server_count(timings["predicted_n"], "timings.predicted_n")
                 out.output_tokens_source = "timings"
 
     def _ollama(self, data: dict[str, Any], now_ns: int) -> None:
@@ -291,15 +340,15 @@ class StreamParser:
             out.done = True
             out.finish_reason = data.get("done_reason") or "stop"
             if data.get("prompt_eval_count") is not None:
-                out.prompt_evaluated = out.prompt_tokens = int(data["prompt_eval_count"])
+                out.prompt_evaluated = out.prompt_tokens = server_count(data["prompt_eval_count"], "prompt_eval_count")
             if data.get("eval_count") is not None:
-                out.completion_tokens = int(data["eval_count"])
+                out.completion_tokens = server_count(data["eval_count"], "eval_count")
                 out.output_tokens_source = "eval_count"
                 out.counters = EngineCounters(
-                    prompt_tokens=int(data.get("prompt_eval_count") or 0),
-                    prompt_ms=float(data.get("prompt_eval_duration") or 0) / 1e6,
-                    decode_tokens=int(data["eval_count"]),
-                    decode_ms=float(data.get("eval_duration") or 0) / 1e6,
+                    prompt_tokens=server_count(data.get("prompt_eval_count") or 0, "prompt_eval_count"),
+                    prompt_ms=server_ms(data.get("prompt_eval_duration"), "prompt_eval_duration", 1e-6),
+                    decode_tokens=out.completion_tokens,
+                    decode_ms=server_ms(data.get("eval_duration"), "eval_duration", 1e-6),
                 )
 
     def finish(self, now_ns: int) -> StreamOutcome:
@@ -310,6 +359,58 @@ class StreamParser:
                 f"stream ended mid-generation after {len(out.chunk_ns)} chunks (no finish_reason / [DONE])"
             )
         return out
+
+
+def timed_out(config: EndpointConfig) -> RequestError:
+    return RequestError(f"request timed out (overall limit {config.timeout_s:g} s per request)")
+
+
+def bounded_lines(chunks: Iterable[str], deadline: float, config: EndpointConfig) -> Iterator[str]:
+    """The lines of a streamed body, under an overall deadline (time.monotonic()) checked at every chunk that
+    arrives -- httpx's read timeout restarts at each byte, so a server trickling bytes without a newline would
+    otherwise hold the request for ever -- and a cap on one line's length. A server that sends nothing at all
+    is ended by the read timeout, so a request ends within about twice config.timeout_s at worst."""
+    pending = ""
+    for chunk in chunks:
+        if time.monotonic() > deadline:
+            raise timed_out(config)
+        pending += chunk
+        if "\n" in pending:
+            *lines, pending = pending.split("\n")
+            for line in lines:
+                yield line.rstrip("\r")
+        if len(pending) > MAX_LINE_CHARS:
+            raise RequestError(f"not an OpenAI-compatible stream: a line longer than {MAX_LINE_CHARS} characters")
+    if pending:
+        yield pending.rstrip("\r")
+
+
+def read_bounded(
+    client: httpx.Client, method: str, url: str, config: EndpointConfig, body: Any = None
+) -> httpx.Response:
+    """A whole (non-streamed) answer read under the overall deadline and MAX_BODY_BYTES; raises httpx errors
+    as they come and RequestError past a bound."""
+    deadline = time.monotonic() + config.timeout_s
+    with client.stream(method, url, json=body) as response:
+        data = bytearray()
+        for chunk in response.iter_bytes():
+            data += chunk
+            if len(data) > MAX_BODY_BYTES:
+                raise RequestError(f"{response.request.url.path} answered more than {MAX_BODY_BYTES >> 20} MiB")
+            if time.monotonic() > deadline:
+                raise timed_out(config)
+        # The body is decoded already: drop the framing headers so the copy is not decoded twice.
+        drop = {"content-encoding", "content-length", "transfer-encoding"}
+        headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in drop]
+        return httpx.Response(response.status_code, headers=headers, content=bytes(data), request=response.request)
+
+
+def response_json(response: httpx.Response) -> Any:
+    """The JSON of an answer; RequestError (one line) for anything unreadable."""
+    try:
+        return response.json()
+    except (ValueError, RecursionError):
+        raise RequestError(f"{response.request.url.path} answered no JSON: {response.text[:80]!r}") from None
 
 
 def stream_lines(lines: Iterable[str], parser: StreamParser, clock: Any = time.perf_counter_ns) -> StreamOutcome:
@@ -329,6 +430,13 @@ def bad_stream(response: httpx.Response) -> RequestError:
     message; a 200 with another content type is a non-OpenAI answer."""
     if response.status_code >= 400:
         return RequestError(error_message(response))
+    if 300 <= response.status_code < 400:
+        # httpx does not follow redirects (a POST must not be replayed elsewhere unasked): say where it points.
+        where = response.headers.get("location") or "no Location header"
+        return RequestError(
+            f"HTTP {response.status_code} redirect from {response.request.url.path} to {where}: set the entry's "
+            "endpoint to the server's final URL"
+        )
     kind = response.headers.get("content-type", "") or "no content type"
     return RequestError(
         f"not an OpenAI-compatible stream: {response.request.url.path} answered {kind} ({response.text[:80]!r})"
@@ -356,8 +464,13 @@ def count_difference(full: httpx.Response, empty: httpx.Response) -> int | None:
     for response in (full, empty):
         if response.status_code >= 400:
             raise RequestError(error_message(response))
-    n = full.json().get("count")
-    return int(n) - int(empty.json().get("count") or 0) if n is not None else None
+    try:
+        n, base = full.json().get("count"), empty.json().get("count")
+    except (ValueError, AttributeError, RecursionError):
+        raise RequestError(f"{COUNT_PATH} answered without a count: {full.text[:80]!r}") from None
+    if n is None:
+        return None
+    return server_count(n, "count") - server_count(base or 0, "count")
 
 
 STOP_REASONS = {"stop": "eos", "eos": "eos", "length": "length"}
@@ -387,15 +500,15 @@ def detect_flavor(client: httpx.Client, config: EndpointConfig, response: httpx.
     if config.server != "auto":
         return config.server  # type: ignore[return-value]
     if response is not None and response.status_code < 400:
-        with contextlib.suppress(ValueError):
+        with contextlib.suppress(ValueError, TypeError, AttributeError, RecursionError):
             models = response.json().get("data") or []
             owners = {m.get("owned_by") for m in models if isinstance(m, dict)}
             if "me" in owners:
                 return "llama-cpp-python"
             if "llamacpp" in owners:
                 return "llama-server"
-    with contextlib.suppress(httpx.HTTPError, ValueError):
-        version = client.get(f"{config.root}/api/version")
+    with contextlib.suppress(httpx.HTTPError, ValueError, TypeError, RecursionError, RequestError):
+        version = read_bounded(client, "GET", f"{config.root}/api/version", config)
         if version.status_code == 200 and "version" in version.json():
             return "ollama"
     return "openai"
@@ -484,7 +597,7 @@ class ServerTokenizer:
             body: dict[str, Any] = {"content": text, "add_special": add_special, "parse_special": True}
         else:
             body = {"model": self.backend.endpoint.served_model, "input": text}
-        data = self.backend._post(self.path, body).json()
+        data = response_json(self.backend._post(self.path, body))
         tokens = data.get("tokens") if isinstance(data, dict) else None
         if not isinstance(tokens, list):
             raise RequestError(f"{self.path} answered without a tokens list: {json.dumps(data)[:120]}")
@@ -492,7 +605,7 @@ class ServerTokenizer:
 
     def _apply_template(self, messages: list[dict[str, str]]) -> str:
         body = {"messages": messages, **self.backend.options.chat_template_kwargs}
-        data = self.backend._post("/apply-template", body).json()
+        data = response_json(self.backend._post("/apply-template", body))
         if not isinstance(data, dict) or not isinstance(data.get("prompt"), str):
             raise RequestError("/apply-template answered without a prompt")
         return str(data["prompt"])
@@ -640,7 +753,7 @@ class OpenAIHttpBackend(Backend):
     def _post(self, path: str, body: dict[str, Any]) -> httpx.Response:
         assert self.client is not None
         try:
-            response = self.client.post(f"{self.endpoint.root}{path}", json=body)
+            response = read_bounded(self.client, "POST", f"{self.endpoint.root}{path}", self.endpoint, body)
         except httpx.HTTPError as exc:
             raise http_failure(exc, self.endpoint) from None
         if response.status_code >= 400:
@@ -653,19 +766,21 @@ class OpenAIHttpBackend(Backend):
             self.flavor, self.endpoint, prompt, max_new_tokens, self.options.n_ctx, self.options.chat_template_kwargs
         )
         url = f"{self.endpoint.root}{req.path}"
+        deadline = time.monotonic() + self.endpoint.timeout_s  # overall, not per line (bounded_lines)
         start = self.now_ns()
-        parser = StreamParser(start, req.ndjson)
+        parser = StreamParser(start, req.ndjson, max_chars=answer_cap(max_new_tokens))
         try:
             with self.client.stream("POST", url, json=req.body) as response:
                 if not stream_ok(response, req.ndjson):
-                    response.read()
+                    body = bytearray()
+                    for chunk in response.iter_bytes():  # an error page, read under the same bounds
+                        body += chunk
+                        if len(body) > MAX_BODY_BYTES or time.monotonic() > deadline:
+                            break
+                    response._content = bytes(body)  # what bad_stream quotes
                     raise bad_stream(response)
-                deadline = start + int(self.endpoint.timeout_s * 1e9)
-                for line in response.iter_lines():
-                    now = self.now_ns()
-                    parser.feed(line, now)
-                    if now > deadline:
-                        raise RequestError(f"request timed out (limit {self.endpoint.timeout_s:g} s)")
+                for line in bounded_lines(response.iter_text(), deadline, self.endpoint):
+                    parser.feed(line, self.now_ns())
                 return parser.finish(self.now_ns())
         except httpx.HTTPError as exc:
             raise http_failure(exc, self.endpoint) from None
@@ -690,9 +805,11 @@ class OpenAIHttpBackend(Backend):
         """The server's GET /v1/models answer; HarnessError when the server cannot be reached."""
         assert self.client is not None
         try:
-            return self.client.get(f"{self.endpoint.root}/v1/models")
+            return read_bounded(self.client, "GET", f"{self.endpoint.root}/v1/models", self.endpoint)
         except httpx.HTTPError as exc:
             raise HarnessError(f"cannot reach {self.endpoint.root}: {_one_line(exc)}; is the server running?") from None
+        except RequestError as exc:
+            raise HarnessError(f"{self.endpoint.root}/v1/models: {exc}; is this an OpenAI-compatible server?") from None
 
     def _check_model_served(self, response: httpx.Response | None) -> None:
         if self.flavor == "ollama":
@@ -700,7 +817,7 @@ class OpenAIHttpBackend(Backend):
         assert response is not None  # fetched unless the entry names ollama
         if response.status_code >= 400:
             raise HarnessError(error_message(response))
-        with contextlib.suppress(ValueError, AttributeError):
+        with contextlib.suppress(ValueError, AttributeError, TypeError, RecursionError):
             served = [m.get("id") for m in response.json().get("data") or []]
             if served and self.endpoint.served_model not in served and self.flavor != "llama-cpp-python":
                 raise HarnessError(

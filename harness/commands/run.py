@@ -61,9 +61,13 @@ def _run(args: argparse.Namespace) -> int:
     return _finish(runner, command.get("db"))
 
 
+EXIT_ALL_FAILED = 4  # every sample of the run is an error row
+
+
 def _finish(runner: Runner, db: object = None) -> int:
-    """Run; the run directory is the last line printed. Exit 0 all rows ok, 1 some rows are errors,
-    128 + signal number (130 SIGINT, 143 SIGTERM) when interrupted; a full disk raises (exit 2).
+    """Run; the run directory is the last line printed. Exit 0 all rows ok, 1 some rows are errors, 4 every
+    row is an error (run.json status `failed`), 128 + signal number (130 SIGINT, 143 SIGTERM) when
+    interrupted; a full disk raises (exit 2).
     `db`: a results store to ingest the finished run into (--db)."""
     try:
         run_dir, errors = runner.run()
@@ -80,12 +84,18 @@ def _finish(runner: Runner, db: object = None) -> int:
             file=sys.stderr,
         )
         return runner.interrupted.exit_code
+    if runner.status == "failed":
+        print(f"harness run: {runner.failure}", file=sys.stderr)
+        return EXIT_ALL_FAILED
+    if errors:
+        print(f"harness run: {errors} of {runner.rows_written} samples failed (first: {runner.first_error})",
+              file=sys.stderr)
     return 1 if errors else 0
 
 
 def _resume(args: argparse.Namespace, run_dir: Path) -> int:
     """`--resume RUN_DIR`: the run's recorded command line, parsed again where it was started (harness.resume)."""
-    from harness.resume import load_state
+    from harness.resume import load_state, parse_recorded
 
     given = [p.flag for p in params.PARAMS if p.name != "resume" and _given(args, p)]
     if given:
@@ -93,12 +103,7 @@ def _resume(args: argparse.Namespace, run_dir: Path) -> int:
             f"--resume takes the configuration recorded in {run_dir}/run.json; drop {', '.join(given)}"
         )
     state = load_state(run_dir.resolve())
-    parser = argparse.ArgumentParser(prog="harness run", add_help=False)
-    params.add_arguments(parser)
-    try:
-        recorded = parser.parse_args(state.argv)
-    except SystemExit:
-        raise HarnessError(f"--resume {run_dir}: the recorded command line no longer parses; start a new run") from None
+    recorded = parse_recorded(state)  # a tampered "command" is one line, not argparse's usage block
     back = Path.cwd()
     try:
         if state.cwd is not None and state.cwd.is_dir():

@@ -11,7 +11,8 @@ Output is JSON lines: one per scored row with the results.csv column names (plus
 {"mean": {...}, "n": ..., "skipped": ...}; for a run directory it also has "by_model": per model and
 metric, the mean over talks with a 95% Student-t CI (harness.results.aggregate, the same aggregation as
 summary_models.csv, compare and report). Repeats of one talk are averaged first, because they are not
-independent samples: the CI is over talks.
+independent samples: the CI is over talks. For metrics on [0, 1] (ROUGE, shares) the interval is clipped
+to that range, and such an entry carries "clipped": true (`bounded_ci`).
 
 A row's language is its own "lang" ("summary_lang" in a run), else --lang, else guessed from its
 references.
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from harness import safefs
 from harness.errors import HarnessError
 from harness.jsonl import read_objects
 from harness.results.layout import SUMMARIES_JSONL
@@ -177,8 +179,40 @@ def _by_model(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, di
     for (model,) in sorted(stats):
         mine = talks[talks["model"] == model]
         entry: dict[str, Any] = {"n_talks": len(mine), "n_samples": int(mine["n"].sum())}
-        entry.update({key: stats[(model,)][key].ci.as_dict() for key in keys})
+        entry.update({key: bounded_ci(key, stats[(model,)][key].ci.as_dict()) for key in keys})
         out[model] = entry
+    return out
+
+
+def unit_range(key: str) -> tuple[float, float] | None:
+    """The range a score cannot leave: [0, 1] for the schema's 0-1 metrics and for true/false shares."""
+    from harness.results.schema import SPECS
+
+    spec = SPECS.get(key)
+    if spec is not None and (spec.unit == "0-1" or spec.aggregate == "share"):
+        return (0.0, 1.0)
+    return None
+
+
+def bounded_ci(key: str, ci: dict[str, Any]) -> dict[str, Any]:
+    """The Student-t interval clipped to the metric's range, with "clipped": true where an end was cut.
+
+    Clipping rather than a logit or Wilson interval: those need per-sample counts (ROUGE is not a share of
+    trials) or break on the exact 0 and 1 a degenerate model scores; the clipped end says honestly that the
+    interval reaches the bound, and the unclipped side keeps the same t interval compare and report use.
+    """
+    bounds = unit_range(key)
+    if bounds is None:
+        return ci
+    low, high = bounds
+    out = dict(ci)
+    clipped = False
+    if out.get("lo") is not None and out["lo"] < low:
+        out["lo"], clipped = low, True
+    if out.get("hi") is not None and out["hi"] > high:
+        out["hi"], clipped = high, True
+    if clipped:
+        out["clipped"] = True
     return out
 
 
@@ -200,7 +234,7 @@ def _open_out(path: Path) -> IO[str]:
         raise HarnessError(f"--out {path} is a directory; give a file name such as {path / 'scores.jsonl'}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        return path.open("w", encoding="utf-8")
+        return safefs.open_output(path)  # never through a planted link or into a FIFO/device (harness.safefs)
     except OSError as exc:
         blocker = next((p for p in reversed(path.parents) if p.is_file()), None)
         why = f"{blocker} is a file, not a folder" if blocker else exc.strerror or str(exc)

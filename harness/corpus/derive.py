@@ -29,8 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from harness import yamlload
 from harness.errors import HarnessError, unknown
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -215,10 +214,7 @@ def load_references(path: Path, talk_ids: Sequence[str]) -> dict[str, dict[str, 
     """`{talk id: {lang: [summary, ...]}}` from the YAML file, checked against the derived talk ids."""
     if not path.is_file():
         raise HarnessError(f"references file not found: {path}; pass --references FILE.yaml")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise HarnessError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    raw = yamlload.load_file(path)  # strict: no aliases, no duplicate keys, not-UTF-8 is one line
     if not isinstance(raw, dict):
         raise HarnessError(f"{path}: expected a mapping of talk id to {{zh: [...], en: [...]}}")
     refs: dict[str, dict[str, list[str]]] = {}

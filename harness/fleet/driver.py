@@ -500,7 +500,8 @@ class FleetRun:
         for frames, name in ((per_talk, SUMMARY_CSV), (per_model, SUMMARY_MODELS_CSV)):
             table = pd.concat(frames)
             table = table[["device", *[c for c in table.columns if c != "device"]]]
-            table.to_csv(self.writer.dir / name, index=False, float_format="%.6g")
+            # Never through a planted link (harness.safefs): a fresh temporary renamed over the file.
+            safefs.write_atomic(self.writer.dir / name, table.to_csv(index=False, float_format="%.6g"))
         self.record["summary"] = {"by_device": summary}
 
     def _start_record(self) -> None:

@@ -39,7 +39,7 @@ class Launcher(Protocol):
 
     def kill(self) -> None: ...
 
-    def close(self) -> None: ...
+    def close(self, timeout_s: float = 10.0) -> None: ...
 
 
 class ProcessLauncher:
@@ -100,9 +100,10 @@ class ProcessLauncher:
             self.process.kill()
             self.process.join(timeout=5)
 
-    def close(self) -> None:
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Wait up to `timeout_s` for the worker to exit after Stop (the stop deadline), then kill it."""
         if self.process.is_alive():
-            self.process.join(timeout=10)
+            self.process.join(timeout=timeout_s)
         self.kill()
         self._parent.close()
 
@@ -139,9 +140,9 @@ class InProcessLauncher:
     def kill(self) -> None:
         self._parent.close()  # the thread's next recv/send fails and it returns
 
-    def close(self) -> None:
+    def close(self, timeout_s: float = 10.0) -> None:
         with contextlib.suppress(OSError):
             self._parent.send(Stop())
-        self._thread.join(timeout=10)
+        self._thread.join(timeout=timeout_s)
         with contextlib.suppress(OSError):
             self._parent.close()

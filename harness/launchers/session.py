@@ -28,7 +28,7 @@ from harness.launchers.protocol import (
     WarmedUp,
     Warmup,
 )
-from harness.launchers.watchdog import overran, timeout_message
+from harness.launchers.watchdog import PhaseDeadlines, overran, phase_timeout_message, timeout_message
 from harness.launchers.worker import WorkerJob
 from harness.scenarios.base import SampleResult, SampleSpec
 from harness.trackers.base import Tracker, TrackerReport
@@ -70,18 +70,21 @@ class WorkerSession:
         job: WorkerJob,
         trackers: list[Tracker],
         launcher_factory: LauncherFactory = process_launcher,
-        load_timeout_s: float | None = None,
+        deadlines: PhaseDeadlines | None = None,
         watch_pid: int | None = None,
     ) -> None:
         self.job = job
         self.trackers = trackers
         self.launcher = launcher_factory(job)
-        self.load_timeout_s = load_timeout_s
+        # Every phase has a deadline enforced here, in the parent (launchers/watchdog.py): the worker cannot
+        # be trusted to notice its own stall (SIGSTOP, a trickling server, a template burning CPU).
+        self.deadlines = deadlines or PhaseDeadlines()
         self.info = SessionInfo()
         # The process the trackers watch: the worker, or the server it drives (harness run --via).
         self.watch_pid = watch_pid
         self.dead: str | None = None  # why the worker is gone, once it is
         self.timed_out: str | None = None  # set (to the row's message) when the watchdog killed it
+        self.phase = "start"  # start, load, warm-up, sample: where a dying worker was (named in its rows)
 
     @property
     def pid(self) -> int:
@@ -95,6 +98,7 @@ class WorkerSession:
         the two, for progress). Raises SessionFailed."""
         self.launcher.start()
         self._expect(Ready, self.load_timeout_s)
+        self.phase = "load"
         self._window_start("load")
         self.launcher.send(Load())
         try:
@@ -105,6 +109,7 @@ class WorkerSession:
         if on_loaded is not None:
             on_loaded()
         if spec is not None:
+            self.phase = "warm-up"
             self.launcher.send(Warmup(spec, warmup_runs))
             self.info.warmed = self._expect(WarmedUp, None)
         else:
@@ -115,6 +120,7 @@ class WorkerSession:
         """One sample, with every tracker's window around it."""
         if self.dead:
             return SampleOutcome(spec, None, self.dead)
+        self.phase = "sample"
         self._window_start("sample")
         self.launcher.send(RunSample(spec))
         t0 = time.monotonic()
@@ -142,7 +148,7 @@ class WorkerSession:
     def close(self) -> SessionInfo:
         if not self.dead:
             self.launcher.send(Stop())
-        self.launcher.close()
+        self.launcher.close(self.deadlines.stop_s)  # killed if it has not exited by then
         self.info.reports = [(t.name, t.close()) for t in self.trackers]
         return self.info
 
@@ -154,15 +160,15 @@ class WorkerSession:
         self.dead = self.timed_out = timeout_message(timeout_s or 0.0)
         return SampleOutcome(spec, None, self.dead)
 
-    def _expect(self, kind: type, timeout_s: float | None) -> Any:
+    def _expect(self, kind: type, timeout_s: float | None, phase: str) -> Any:
         try:
             msg: FromWorker = self.launcher.recv(timeout_s)
         except WorkerDied as exc:
             self.dead = str(exc)
             raise SessionFailed(self.dead) from None
-        except TimeoutError as exc:
+        except TimeoutError:
             self.launcher.kill()
-            self.dead = str(exc)
+            self.dead = phase_timeout_message(phase, timeout_s or 0.0)
             raise SessionFailed(self.dead) from None
         if isinstance(msg, Fatal):
             self.dead = msg.message
@@ -177,6 +183,6 @@ class WorkerSession:
 
     def _window_stop(self, result: SampleResult | None) -> dict[str, Any]:
         columns: dict[str, Any] = {}
-        for tracker in self.trackers:
+        for tracker in reversed(self.trackers):  # windows nest: the first opened closes last
             columns.update(tracker.stop(result))
         return columns

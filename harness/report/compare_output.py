@@ -22,6 +22,7 @@ from rich.text import Text
 from harness.report.compare import (
     CORRECTION,
     IMPROVED,
+    NO_CHANGE,
     NOT_COMPARABLE,
     REGRESSION,
     TEST_NAMES,
@@ -44,6 +45,7 @@ WARNING_TITLE = "WARNING: runs are not like-for-like"
 VERSIONS_TITLE = "code differs (what a comparison usually tests; not a reason to distrust it):"
 FORMATS = ("table", "md", "csv", "json")
 _SHORT_TEST = {TEST_PAIRED: "paired t", TEST_WELCH: "Welch", "": "-"}
+NS_AFTER = "n.s. after Holm"  # the verdict's footnote word: explained in CompareResult.footer
 
 
 @dataclass
@@ -75,17 +77,43 @@ class CompareResult:
             return [f"{WARNING_TITLE} (--force: verdicts judged anyway)"]
         return [f'{WARNING_TITLE}: verdicts shown as "{NOT_COMPARABLE}" (--force judges them anyway)']
 
+    def ok_reason(self, r: MetricRow) -> str:
+        """Why a row is "ok" although it moved: not significant after the correction (the uncorrected p or
+        the interval alone would have flagged it), or significant but within the threshold. '' otherwise."""
+        if r.verdict != NO_CHANGE or r.p_holm is None or r.change_pct is None:
+            return ""
+        if r.p_holm >= self.alpha:
+            excludes_zero = r.change_ci_lo is not None and r.change_ci_hi is not None and (
+                r.change_ci_lo > 0 or r.change_ci_hi < 0
+            )
+            if (r.p_value is not None and r.p_value < self.alpha) or excludes_zero:
+                return NS_AFTER
+            return ""
+        if abs(r.change_pct) <= self.threshold_pct:
+            return f"within {self.threshold_pct:g} %"
+        return ""
+
     def footer(self) -> str:
         thr = f"{self.threshold_pct:g} %"
-        return (
+        text = (
             "Values: mean over repeats per model x talk, then over the talks both runs have. "
-            f"change: mean over those talks of (new / baseline - 1), with a 95 % {CI_METHOD} interval. "
+            f"change: mean over those talks of (new / baseline - 1), with a 95 % {CI_METHOD} interval "
+            "(uncorrected). "
             f"Tests: paired t = {TEST_NAMES[TEST_PAIRED]}; Welch = {TEST_NAMES[TEST_WELCH]}. "
             "Deterministic metrics (ROUGE, token counts) are one value per talk. "
-            f"p Holm: {CORRECTION} over the {self.n_tests} test(s) the gate considers; significant when "
-            f"p Holm < {self.alpha:g}. {REGRESSION} = worse by more than {thr} and significant; "
-            f"{IMPROVED} = better by more than {thr} and significant; n/a = no test (see note)."
         )
+        if self.n_tests:
+            text += (
+                f"p Holm: {CORRECTION} over the {self.n_tests} test(s) the gate considers; significant when "
+                f"p Holm < {self.alpha:g}. {REGRESSION} = worse by more than {thr} and significant; "
+                f"{IMPROVED} = better by more than {thr} and significant; "
+                f"ok ({NS_AFTER}) = the uncorrected p or the interval alone would flag the change, the "
+                f"{CORRECTION}-adjusted p does not; ok (within {thr}) = significant but no larger than the "
+                "threshold; n/a = no test (see note)."
+            )
+        else:
+            text += "No test ran, so no correction applied and no verdict was judged (see the notes)."
+        return text
 
 
 def build(
@@ -185,7 +213,12 @@ HEADERS = ("metric", "better", "baseline", "new", "change", "95% CI", "test", "p
 _NUMERIC = range(2, 10)  # right-aligned columns
 
 
-def _cells(r: MetricRow) -> list[str]:
+def _verdict_cell(r: MetricRow, reason: str) -> str:
+    notes = [n for n in (reason, r.note if r.verdict in ("n/a", NOT_COMPARABLE, "ok") else "") if n]
+    return r.verdict + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def _cells(r: MetricRow, reason: str = "") -> list[str]:
     return [
         r.metric,
         r.better or "?",
@@ -197,7 +230,7 @@ def _cells(r: MetricRow) -> list[str]:
         fmt_p(r.p_value),
         fmt_p(r.p_holm),
         str(r.talks),
-        r.verdict + (f" ({r.note})" if r.note and r.verdict in ("n/a", NOT_COMPARABLE, "ok") else ""),
+        _verdict_cell(r, reason),
     ]
 
 
@@ -245,7 +278,7 @@ def render_table(result: CompareResult, console: Console) -> None:
             table.add_column(h, justify="right" if i in _NUMERIC else "left", no_wrap=i == 0)
         for r in rows:
             style = "bold red" if r.verdict == REGRESSION else ("green" if r.verdict == IMPROVED else None)
-            table.add_row(*(Text(c) for c in _cells(r)), style=style)
+            table.add_row(*(Text(c) for c in _cells(r, result.ok_reason(r))), style=style)
         console.print(table)
     say(result.footer(), "dim")
 
@@ -274,7 +307,7 @@ def render_md(result: CompareResult) -> str:
         out.append("| " + " | ".join(HEADERS) + " |")
         out.append("|" + "|".join("---:" if i in _NUMERIC else "---" for i in range(len(HEADERS))) + "|")
         for r in rows:
-            cells = [_md_escape(c) for c in _cells(r)]
+            cells = [_md_escape(c) for c in _cells(r, result.ok_reason(r))]
             if r.verdict == REGRESSION:
                 cells[-1] = f"**{cells[-1]}**"
             out.append("| " + " | ".join(cells) + " |")

@@ -19,6 +19,9 @@ Writing (`AppendOnlyFile`, used by `harness.results.writer.RunWriter`):
   truncates the JSONL back to the CSV's rows, and the readers ignore (and report) a torn last line.
 - `SpaceReserve`: a small file preallocated next to the results and deleted when the disk fills, so that
   run.json can still be finalised (status `failed`) after an ENOSPC.
+- Every file is opened through `harness.safefs` (no following a planted link, regular files only), and
+  `RunLock` holds an OS lock (`filelock`) on `<run dir>/.lock` for the run's lifetime, so that a second
+  `run --resume` of a run in progress is refused instead of appending beside it.
 
 Reading: `committed_csv_text` returns results.csv without a torn last record (a record is complete when
 the text up to its newline holds an even number of `"`: CSV doubles quotes inside fields), and
@@ -33,9 +36,11 @@ import io
 import os
 import shutil
 import sys
+import typing
 from collections.abc import Callable
 from pathlib import Path
 
+from harness import safefs
 from harness.errors import HarnessError
 
 Warn = Callable[[str], None]
@@ -85,11 +90,20 @@ class AppendOnlyFile:
 
     def __init__(self, path: Path, *, create: bool) -> None:
         self.path = path
-        flags = os.O_WRONLY | getattr(os, "O_BINARY", 0)
-        flags |= os.O_CREAT | os.O_EXCL if create else 0
-        self.fd = os.open(path, flags, 0o644)
+        # A new file: O_EXCL (never an existing file or link); an existing one (resume): read-write, so that
+        # its committed part is read through the same descriptor that writes it, never through a link.
+        self.fd = safefs.create_new(path) if create else safefs.open_fd(path, os.O_RDWR)
         self.committed = os.lseek(self.fd, 0, os.SEEK_END)
         self._end = self.committed
+
+    def read_all(self) -> bytes:
+        """The file's bytes as they are now (read through the open descriptor)."""
+        chunks: list[bytes] = []
+        offset = 0
+        while chunk := os.pread(self.fd, 1 << 20, offset):
+            chunks.append(chunk)
+            offset += len(chunk)
+        return b"".join(chunks)
 
     def append(self, data: bytes) -> None:
         view = memoryview(data)
@@ -146,7 +160,7 @@ class SpaceReserve:
         if size > free // 2:
             return  # so little room that reserving would only bring the failure forward
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            fd = safefs.replace_new(path)  # a planted link or FIFO is refused (UnsafePath), never written
         except OSError:
             return
         try:
@@ -167,8 +181,70 @@ class SpaceReserve:
         had = self.size > 0
         self.size = 0
         with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+            self.path.unlink()  # unlink removes a link itself, never its target
         return had
+
+
+LOCK_FILE = ".lock"
+LOCK_PID_FILE = ".lock.pid"
+
+
+class RunLock:
+    """An OS lock on `<run dir>/.lock`, held from the moment a run (or a resume) owns the directory until it
+    closes; the OS drops it when the process dies, so a crashed run never leaves a stale lock behind.
+
+    One per directory per process (`RunLock.hold` is re-entrant): the resume check and the writer of the
+    same process share it. The holder's pid goes into `.lock.pid` for the message a second process gets."""
+
+    _held: typing.ClassVar[dict[str, RunLock]] = {}
+
+    def __init__(self, run_dir: Path) -> None:
+        import filelock
+
+        self.dir = run_dir
+        self.path = run_dir / LOCK_FILE
+        safefs.check_target(self.path)
+        self._lock = filelock.FileLock(str(self.path), timeout=0)
+        try:
+            self._lock.acquire()
+        except filelock.Timeout:
+            raise HarnessError(
+                f"run {run_dir} is in use by {_holder(run_dir)}; wait for it to finish or stop it first"
+            ) from None
+        except OSError as exc:
+            if exc.errno == 40:  # ELOOP: a link planted between the check and the open
+                raise safefs.refuse(self.path, "is a symbolic link") from None
+            raise HarnessError(f"cannot lock run {run_dir} ({exc.strerror}); check the run directory") from None
+        with contextlib.suppress(OSError):  # the lock holds without it; a second process says "another process"
+            safefs.write_atomic(run_dir / LOCK_PID_FILE, f"{os.getpid()}\n")
+
+    @classmethod
+    def hold(cls, run_dir: Path) -> RunLock:
+        key = str(run_dir.resolve())
+        lock = cls._held.get(key)
+        if lock is None:
+            lock = cls._held[key] = cls(run_dir)
+        return lock
+
+    @classmethod
+    def release_dir(cls, run_dir: Path) -> None:
+        lock = cls._held.pop(str(run_dir.resolve()), None)
+        if lock is not None:
+            lock.release()
+
+    def release(self) -> None:
+        with contextlib.suppress(OSError):
+            (self.dir / LOCK_PID_FILE).unlink()
+        with contextlib.suppress(Exception):
+            self._lock.release()
+
+
+def _holder(run_dir: Path) -> str:
+    try:
+        text = safefs.read_regular(run_dir / LOCK_PID_FILE).decode("ascii").strip()
+    except (OSError, HarnessError, UnicodeDecodeError):
+        return "another process"
+    return f"pid {text}" if text.isdigit() else "another process"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -232,6 +308,7 @@ def csv_rows(text: str) -> int:
 
 __all__ = [
     "AppendOnlyFile",
+    "RunLock",
     "SpaceReserve",
     "WriteFailed",
     "committed_csv_bytes",

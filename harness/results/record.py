@@ -9,7 +9,11 @@ string paths into nested dicts. Loading is tolerant, because run.json files outl
   version 1) gets `status` "complete" when it has `finished_at`, else "interrupted" (the runner rewrote it
   after each model, so a crash left no `finished_at`), and `planned_samples` from its config.
 
-Values are taken as written (no coercion): the types say what the harness writes.
+Values are taken as written (no coercion), but `RunRecord.load` and `RunRecord.validated` first check
+each declared field against its type (`"environment": []`, `"config": 5`, `"command": 123` are refused
+with one line naming the field), so that readers -- report, compare, db ingest, --resume -- can trust the
+types below. JSON that Python cannot parse safely (a 5000-digit integer, 100 000 nested arrays) is a
+one-line error too (`harness.jsonl.loads_document`).
 """
 
 from __future__ import annotations
@@ -107,10 +111,12 @@ class RunConfig:
     threads: int | None = None
     summary_lang: str | None = None  # "talk" = each talk's own language
     cooldown_s: float | None = None
+    wait_quiet_s: float | None = None  # --wait-quiet bound; None = off
     corpus: str | None = None
     corpus_sha256: str | None = None
     no_mmap: bool | None = None
     flash_attn: bool | None = None
+    repack: bool | None = None
     n_ctx: int | None = None
     n_gpu_layers: int | None = None
     provider: str | None = None
@@ -148,11 +154,45 @@ class ModelRecord:
 
 
 @dataclass
+class NoiseRecord:
+    """run.json `noise`: how many samples ran on a busy machine (harness.trackers.noise.finish_run)."""
+
+    samples: int | None = None  # ok samples with a noisy verdict
+    noisy: int | None = None
+    other_cpu_pct_noisy_median: float | None = None  # % of a core other processes used, over the noisy ones
+    canary_ms_median: float | None = None  # the fixed-work probe over all ok samples: the machine's speed
+    threshold_other_cpu_pct: float | None = None
+    threshold_steal_pct: float | None = None
+    unavailable: str | None = None  # why the /proc columns are empty (no /proc), else None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class Overhead:
     wall_s: float | None = None
     engine_s: float | None = None
     harness_s: float | None = None
     note: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class JudgeRecord:
+    """One `harness judge` pass over the run (harness.judge): who judged, how, and whether it passed its probes."""
+
+    judge: str = ""  # the judge model: served name, or models.yaml id under --via
+    endpoint: str | None = None
+    via: str | None = None  # managed server that served the judge (harness.servers), if any
+    mode: str | None = None  # rubric or pairwise
+    settings: dict[str, Any] = field(default_factory=dict)  # temperature, seed, max_tokens, timeouts, ...
+    prompts: dict[str, str] = field(default_factory=dict)  # prompt file name -> sha256 (hex)
+    started_at: str | None = None
+    finished_at: str | None = None
+    judged: int | None = None  # summaries scored (rubric) or pairs judged (pairwise)
+    invalid: int | None = None  # answers that were no valid JSON after the retry
+    probes: dict[str, Any] = field(default_factory=dict)  # validity probes: rates, CIs, thresholds, verdicts
+    fit: bool | None = None  # False: the judge failed a probe and its scores are marked unfit
+    pairwise: dict[str, Any] | None = None  # pairwise mode: wins, ties, position consistency per pair
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -168,13 +208,19 @@ class RunRecord:
     finished_at: str | None = None
     planned_samples: int | None = None
     written_rows: int | None = None
+    ok_rows: int | None = None  # written rows with status ok; every row an error -> status failed
+    error_rows: int | None = None
+    failure: str | None = None  # why a failed run failed (a write error, or every sample failed)
+    engine_check: dict[str, Any] = field(default_factory=dict)  # llama.cpp repack self-check verdict
     config: RunConfig = field(default_factory=RunConfig)
     environment: Environment = field(default_factory=Environment)
     models: dict[str, ModelRecord] = field(default_factory=dict)
     prompts: dict[str, str] = field(default_factory=dict)  # template file name -> sha256 prefix
     warnings: list[str] = field(default_factory=list)
     overhead: Overhead | None = None
+    noise: NoiseRecord | None = None
     summary: dict[str, Any] | None = None  # harness.results.summary.RunSummary.run_json
+    judges: dict[str, JudgeRecord] = field(default_factory=dict)  # `harness judge` passes by judge label
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -195,20 +241,18 @@ class RunRecord:
     @classmethod
     def load(cls, path: str | Path) -> RunRecord:
         """Read run.json (or the run.json of a run directory); a malformed file is a one-line HarnessError."""
-        path = Path(path)
-        if path.is_dir():
-            path = path / RUN_JSON
+        return cls.validated(read_run_json(path), path if not Path(path).is_dir() else Path(path) / RUN_JSON)
+
+    @classmethod
+    def validated(cls, data: dict[str, Any], where: str | Path) -> RunRecord:
+        """`from_dict` after checking every declared field's type; a mismatch is one line naming the field."""
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise HarnessError(f"{path}: cannot read ({exc.strerror}); pass a run directory with a run.json") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            what = f"{exc.msg}, line {exc.lineno}" if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
+            _check_fields(cls, data, "")
+        except _FieldError as exc:
             raise HarnessError(
-                f"{path}: not valid JSON ({what}); delete or fix it to compare without it"
+                f'{where}: "{exc.field}" must be {exc.expected}, not {_json_type(exc.value)}; '
+                "this run.json was edited or damaged: fix that field or delete the file"
             ) from None
-        if not isinstance(data, dict):
-            raise HarnessError(f"{path}: expected a JSON object; delete or fix it to compare without it")
         return cls.from_dict(data)
 
     def to_dict(self) -> dict[str, Any]:
@@ -221,6 +265,132 @@ class RunRecord:
 
     def prompt_shas(self) -> list[str]:
         return sorted(str(v) for v in self.prompts.values())
+
+
+def read_run_json(path: str | Path) -> dict[str, Any]:
+    """run.json (or a run directory's) as a dict; unreadable, not UTF-8, not JSON or not an object is a
+    one-line HarnessError naming the file."""
+    from harness.jsonl import loads_document
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / RUN_JSON
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise HarnessError(f"{path}: cannot read ({exc.strerror}); pass a run directory with a run.json") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise HarnessError(f"{path}: not valid JSON (not UTF-8); delete or fix it") from None
+    data = loads_document(text, str(path), fix="delete or fix it")
+    if not isinstance(data, dict):
+        raise HarnessError(f"{path}: expected a JSON object; delete or fix it")
+    return data
+
+
+# --- type checks of a record read from disk -------------------------------------------------------------
+
+
+class _FieldError(Exception):
+    def __init__(self, field: str, expected: str, value: Any) -> None:
+        self.field, self.expected, self.value = field, expected, value
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, (int, float)):
+        return f"the number {str(value)[:20]}"
+    if isinstance(value, str):
+        return f'the string "{value[:30]}"' + ("…" if len(value) > 30 else "")
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if tp is type(None):
+        return "null"
+    if tp is str:
+        return "a string"
+    if tp is bool:
+        return "true or false"
+    if tp is int:
+        return "an integer"
+    if tp is float:
+        return "a number"
+    if isinstance(tp, type) and is_dataclass(tp):
+        return "an object"
+    if origin is Literal:
+        return " or ".join(f'"{a}"' for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_describe(typing.get_args(tp)[0]).removeprefix('a ').removeprefix('an ')}s"
+    if origin is dict:
+        return "an object"
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(tp))
+    return "a value"
+
+
+def _matches(tp: Any, value: Any, where: str) -> bool:
+    """Whether `value` fits `tp`; raises _FieldError for a mismatch deeper inside a matching container."""
+    if tp is Any:
+        return True
+    if tp is type(None):
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    if isinstance(tp, type) and is_dataclass(tp):
+        if not isinstance(value, dict):
+            return False
+        _check_fields(tp, value, where + ".")
+        return True
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return value in typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(a, value, where) for a in typing.get_args(tp))
+    if origin is list:
+        if not isinstance(value, list):
+            return False
+        (inner,) = typing.get_args(tp)
+        for i, item in enumerate(value):
+            if not _matches(inner, item, f"{where}[{i}]"):
+                raise _FieldError(f"{where}[{i}]", _describe(inner), item)
+        return True
+    if origin is dict:
+        if not isinstance(value, dict):
+            return False
+        inner = typing.get_args(tp)[1]
+        for key, item in value.items():
+            if not _matches(inner, item, f"{where}.{key}"):
+                raise _FieldError(f"{where}.{key}", _describe(inner), item)
+        return True
+    return True
+
+
+def _check_fields(cls: type, data: dict[str, Any], prefix: str) -> None:
+    hints = typing.get_type_hints(cls)
+    for f in fields(cls):
+        if f.name == "extra" or f.name not in data:
+            continue
+        value = data[f.name]
+        if value is None and not _matches(hints[f.name], None, ""):
+            continue  # an explicit null takes the field's default, as a missing key does
+        if not _matches(hints[f.name], value, prefix + f.name):
+            raise _FieldError(prefix + f.name, _describe(hints[f.name]), value)
 
 
 # --- tolerant conversion between the dataclasses and plain dicts ---------------------------------------
@@ -250,7 +420,12 @@ def _convert(tp: Any, value: Any) -> Any:
 def _build(cls: type[T], data: dict[str, Any]) -> T:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
-    kwargs = {k: _convert(hints[k], v) for k, v in data.items() if k in names and k != "extra"}
+    # An explicit null in a field that cannot hold one (a list, an object) takes the default, as a missing key.
+    kwargs = {
+        k: _convert(hints[k], v)
+        for k, v in data.items()
+        if k in names and k != "extra" and (v is not None or _matches(hints[k], None, k))
+    }
     kwargs["extra"] = {k: v for k, v in data.items() if k not in names or k == "extra"}
     return cls(**kwargs)
 

@@ -198,6 +198,12 @@ COLUMN_SPECS: tuple[Column, ...] = (
     _setting("min_new_tokens", "tokens", "forced minimum length (end tokens banned until reached); 0 = natural stop"),
     _setting("n_ctx", "tokens", "context size the model was loaded with"),
     _setting("flash_attn", "", "flash attention setting of the engine", numeric=False),
+    _setting(
+        "repack", "",
+        "llama.cpp weight repacking into the CPU's extra buffer types (llama-bench --repack) as the sample ran: "
+        "off where the engine self-check saw it crash on this CPU (run.json engine_check)",
+        numeric=False,
+    ),
     _flag("truncated", "", "true when the talk was cut to fit n_ctx - max_new_tokens", deterministic=True),
     _metric("input_chars", "chars", "characters of talk text in the prompt (after truncation)", deterministic=True),
     _info("prompt_name", "", "prompt template file name"),
@@ -337,6 +343,75 @@ COLUMN_SPECS: tuple[Column, ...] = (
     ),
     # --- fleet (harness.fleet) -------------------------------------------------------------------
     _id("device", "", "fleet device that ran the sample (`harness fleet worker --device`); empty on a single machine"),
+    # --- system noise (harness.trackers.noise; docs/noise.md) -----------------------------------
+    _metric(
+        "other_cpu_pct",
+        "%",
+        "CPU time other processes used on the worker's CPUs during the sample, % of one core (/proc/stat minus "
+        "the worker's process tree and the harness itself); empty without /proc",
+    ),
+    _metric("steal_pct", "%", "share of the worker's CPUs' time the hypervisor gave to other guests (VMs)"),
+    _metric("load1", "", "1-minute load average at the end of the sample (/proc/loadavg)"),
+    _metric("procs_running", "", "runnable processes at the end of the sample, the reader included (/proc/stat)"),
+    _metric("throttle_events", "", "thermal throttle events on the worker's CPUs during the sample (where exposed)"),
+    _metric(
+        "canary_ms_before",
+        "ms",
+        "fixed-work probe (16 MiB numpy copy, best of 3) on the worker's CPUs right before the sample: the "
+        "machine's own speed",
+    ),
+    _metric("canary_ms_after", "ms", "the same probe right after the sample"),
+    _metric("quiet_wait_s", "s", "--wait-quiet: seconds the sample waited for a quiet machine; empty when not asked"),
+    _flag(
+        "noisy",
+        "",
+        "true when other processes used > 25 % of a core on the worker's CPUs during the sample, or steal "
+        "> 10 %: its speed figures are not representative; compare leaves them out of speed verdicts",
+    ),
+    # --- copying and unsupported content (harness.scoring.extractive, harness.scoring.unsupported) ------
+    _metric(
+        "extractive_coverage",
+        "0-1",
+        "share of summary tokens inside fragments copied from the talk (Grusky et al. 2018; ROUGE tokens)",
+        label="coverage",
+        views=QUALITY_VIEWS,
+        deterministic=True,
+    ),
+    _metric(
+        "extractive_density",
+        "tokens",
+        "mean squared copied-fragment length per summary token: high = whole sentences pasted (Grusky et al. 2018)",
+        label="density",
+        views=QUALITY_VIEWS,
+        deterministic=True,
+    ),
+    _metric("longest_fragment", "tokens", "longest stretch copied verbatim from the talk", deterministic=True),
+    _metric(
+        "unsupported_numbers",
+        "count",
+        "distinct numbers/percentages in the summary that the talk does not contain (hallucination proxy)",
+        better="lower",
+        label="unsupp. numbers",
+        views=QUALITY_VIEWS,
+        deterministic=True,
+    ),
+    _metric(
+        "unsupported_entities",
+        "count",
+        "distinct named entities (jieba nr/ns/nt/nz; capitalised Latin spans) absent from the talk; empty when "
+        "summary and talk languages differ (hallucination proxy)",
+        better="lower",
+        label="unsupp. entities",
+        views=QUALITY_VIEWS,
+        deterministic=True,
+    ),
+    _metric(
+        "supported_entity_share",
+        "0-1",
+        "share of the summary's distinct named entities found in the talk; empty when it names none",
+        better="higher",
+        deterministic=True,
+    ),
 )
 
 COLUMNS: tuple[str, ...] = tuple(c.name for c in COLUMN_SPECS)

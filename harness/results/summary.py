@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from harness import safefs
 from harness.results import aggregate
 from harness.results.durable import committed_csv_text, stderr_warning
 from harness.results.layout import RunFiles
@@ -214,6 +215,10 @@ def summarise_run(run_dir: Path) -> RunSummary | None:
     if df.empty:
         return None
     summary = summarise_frame(df)
-    summary.per_talk.to_csv(files.summary_csv, index=False, float_format="%.6g")
-    pd.DataFrame(summary.per_model).to_csv(files.summary_models_csv, index=False, float_format="%.6g")
+    # Written whole through a fresh temporary and a rename (harness.safefs): a summary.csv planted as a link
+    # to another file is refused, never written through.
+    safefs.write_atomic(files.summary_csv, summary.per_talk.to_csv(index=False, float_format="%.6g"))
+    safefs.write_atomic(
+        files.summary_models_csv, pd.DataFrame(summary.per_model).to_csv(index=False, float_format="%.6g")
+    )
     return summary

@@ -18,16 +18,19 @@ import csv
 import io
 import json
 import math
+import os
 import secrets
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from harness import safefs
 from harness.errors import HarnessError
 from harness.interrupts import signals_deferred
 from harness.results.durable import (
     AppendOnlyFile,
+    RunLock,
     SpaceReserve,
     committed_csv_bytes,
     csv_rows,
@@ -60,7 +63,8 @@ def format_cell(value: Any) -> str:
 def _csv_line(values: list[str]) -> bytes:
     buf = io.StringIO(newline="")
     csv.writer(buf).writerow(values)
-    return buf.getvalue().encode("utf-8")
+    # A lone surrogate (e.g. a server's "\ud800" escape) cannot be UTF-8: written escaped, never a crash.
+    return buf.getvalue().encode("utf-8", errors="backslashreplace")
 
 
 class RunWriter:
@@ -82,8 +86,21 @@ class RunWriter:
         if _existing is None:
             self._create()
         else:
-            self._open_existing()
-        self._reserve = SpaceReserve(self.dir / RESERVE)
+            # Held until close(): a second `run --resume` of this directory is refused while it runs.
+            self._lock = RunLock.hold(self.dir)
+            try:
+                self._open_existing()
+            except BaseException:
+                RunLock.release_dir(self.dir)
+                raise
+        try:
+            self._reserve = SpaceReserve(self.dir / RESERVE)
+        except HarnessError:
+            self._close_files()
+            if self.created:
+                self._remove_dir()
+            RunLock.release_dir(self.dir)
+            raise
 
     # -- opening ---------------------------------------------------------------------------------------
     def _create(self) -> None:
@@ -96,6 +113,11 @@ class RunWriter:
                 raise write_failed(self.dir, exc, "nothing was written") from None
             raise HarnessError(f"cannot create run directory {self.dir}: {exc.strerror}; check --out") from None
         try:
+            self._lock = RunLock.hold(self.dir)
+        except HarnessError:
+            self._remove_dir()
+            raise
+        try:
             self._csv = AppendOnlyFile(self.csv_path, create=True)
             self._jsonl = AppendOnlyFile(self.summaries_path, create=True)
             self._csv.append(_csv_line(list(COLUMNS)))
@@ -107,32 +129,56 @@ class RunWriter:
             err = write_failed(path, exc, "nothing was written")
             self._remove_dir()
             raise err from None
+        except HarnessError:  # a link planted in the new directory (safefs): nothing is written through it
+            self._remove_dir()
+            raise
 
     def _open_existing(self) -> None:
+        safefs.check_target(self.csv_path)
         if not self.csv_path.is_file():
             raise HarnessError(f"{self.dir}: no {RESULTS_CSV}; --resume needs a run directory written by harness run")
-        good, _torn = committed_csv_bytes(self.csv_path.read_bytes())
-        text = decode_csv(good, self.csv_path)
+        try:
+            # Opened first (no link followed, regular files only), then read through the same descriptors:
+            # what is truncated and appended to is exactly what was checked.
+            self._csv = AppendOnlyFile(self.csv_path, create=False)
+            if not safefs.check_target(self.summaries_path):
+                os.close(safefs.create_new(self.summaries_path))
+            self._jsonl = AppendOnlyFile(self.summaries_path, create=False)
+        except OSError as exc:
+            self._close_files()
+            raise write_failed(Path(exc.filename or self.dir), exc) from None
+        except HarnessError:
+            self._close_files()
+            raise
+        good, _torn = committed_csv_bytes(self._csv.read_all())
+        try:
+            text = decode_csv(good, self.csv_path)
+        except HarnessError:
+            self._close_files()
+            raise
         rows = csv_rows(text)
         if not text:
+            self._close_files()
             raise HarnessError(f"{self.csv_path}: no header; this run directory cannot be resumed, start a new run")
         keep_jsonl = 0
-        if self.summaries_path.is_file():
-            with self.summaries_path.open("rb") as fh:
-                for n, line in enumerate(fh):
-                    if n >= rows or not line.endswith(b"\n"):
-                        break
-                    keep_jsonl += len(line)
+        for n, line in enumerate(self._jsonl.read_all().splitlines(keepends=True)):
+            if n >= rows or not line.endswith(b"\n"):
+                break
+            keep_jsonl += len(line)
         try:
-            self._csv = AppendOnlyFile(self.csv_path, create=False)
             self._csv.truncate_to(len(good))
-            if not self.summaries_path.exists():
-                self.summaries_path.touch()
-            self._jsonl = AppendOnlyFile(self.summaries_path, create=False)
             self._jsonl.truncate_to(keep_jsonl)
         except OSError as exc:
+            self._close_files()
             raise write_failed(Path(exc.filename or self.dir), exc) from None
         self.rows_written = rows
+
+    def _close_files(self) -> None:
+        for name in ("_csv", "_jsonl"):
+            fh = getattr(self, name, None)
+            if fh is not None:
+                with contextlib.suppress(OSError):
+                    fh.close()
 
     @classmethod
     def reopen(cls, run_dir: Path) -> RunWriter:
@@ -140,10 +186,8 @@ class RunWriter:
         return cls(run_dir.parent, _existing=run_dir)
 
     def _remove_dir(self) -> None:
-        for fh in (getattr(self, "_csv", None), getattr(self, "_jsonl", None)):
-            if fh is not None:
-                with contextlib.suppress(OSError):
-                    fh.close()
+        self._close_files()
+        RunLock.release_dir(self.dir)
         shutil.rmtree(self.dir, ignore_errors=True)
 
     # -- writing ---------------------------------------------------------------------------------------
@@ -153,7 +197,7 @@ class RunWriter:
         if unknown:
             raise ValueError(f"row has columns not in the schema: {sorted(unknown)}")
         csv_bytes = _csv_line([format_cell(row.get(c)) for c in COLUMNS])
-        jsonl_bytes = (json.dumps(summary, ensure_ascii=False) + "\n").encode("utf-8")
+        jsonl_bytes = (json.dumps(summary, ensure_ascii=False) + "\n").encode("utf-8", errors="backslashreplace")
         with signals_deferred():
             target = self._jsonl
             try:
@@ -183,17 +227,17 @@ class RunWriter:
         if not hasattr(record, "to_dict"):
             record = RunRecord.from_dict({"schema_version": SCHEMA_VERSION, **record})
         data = record.to_dict()
+        # Lone surrogates (which UTF-8 cannot hold) are escaped rather than crashing the write of the record.
         text = json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n"
-        tmp = self.run_json_path.with_suffix(".json.tmp")
+        payload = text.encode("utf-8", errors="backslashreplace")
         for attempt in (0, 1):
             try:
                 with signals_deferred():
-                    tmp.write_text(text, encoding="utf-8")
-                    tmp.replace(self.run_json_path)
+                    # A fresh temporary (O_EXCL, random name) renamed over run.json: a planted run.json.tmp or
+                    # run.json link is never written through (safefs).
+                    safefs.write_atomic(self.run_json_path, payload)
                 return
             except OSError as exc:
-                with contextlib.suppress(OSError):
-                    tmp.unlink()
                 if attempt == 0 and self._reserve.release():
                     continue
                 raise write_failed(self.run_json_path, exc) from None
@@ -203,10 +247,9 @@ class RunWriter:
         self._reserve.release()
 
     def close(self) -> None:
-        for fh in (self._csv, self._jsonl):
-            with contextlib.suppress(OSError):
-                fh.close()
+        self._close_files()
         self._reserve.release()
+        RunLock.release_dir(self.dir)
 
     def discard_if_empty(self) -> bool:
         """Remove a new run directory that has no rows (a run that failed before its first sample). A

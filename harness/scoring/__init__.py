@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from harness.scoring.extractive import EXTRACTIVE_KEYS, fragment_stats
 from harness.scoring.rouge import ROUGE_KEYS, rouge_scores
 from harness.scoring.signals import (
     compression_ratio,
@@ -27,6 +28,7 @@ from harness.scoring.signals import (
 )
 from harness.scoring.stats import ScoreCI, holm, t_interval
 from harness.scoring.tokenizers import LANGS, TOKENIZERS, resolve_tokenizer, tokenize_cached
+from harness.scoring.unsupported import UNSUPPORTED_KEYS, unsupported_scores
 
 SIGNAL_KEYS: tuple[str, ...] = (
     "rouge_tokenizer",
@@ -36,7 +38,9 @@ SIGNAL_KEYS: tuple[str, ...] = (
     "repetition_rate",
     "lang_match",
 )
-SCORE_KEYS: tuple[str, ...] = ROUGE_KEYS + SIGNAL_KEYS
+# Copying and unsupported content (harness.scoring.extractive, harness.scoring.unsupported): need the source.
+SOURCE_KEYS: tuple[str, ...] = EXTRACTIVE_KEYS + UNSUPPORTED_KEYS
+SCORE_KEYS: tuple[str, ...] = ROUGE_KEYS + SIGNAL_KEYS + SOURCE_KEYS
 
 __all__ = [
     "LANGS",
@@ -60,7 +64,8 @@ def score_summary(
     """Score one summary; keys are SCORE_KEYS, scores 0-1.
 
     `lang` is the language the summary was requested in ("zh"/"en"); `source` (the talk text) feeds
-    compression_ratio and novel n-grams, which are None without it. ROUGE values are None when there is
+    compression_ratio, novel n-grams, the fragment statistics and the unsupported-content counts, which are
+    None without it. ROUGE values are None when there is
     no non-empty reference; an empty prediction scores 0 everywhere. Unknown `lang`/`tokenizer` raise
     HarnessError.
     """
@@ -79,4 +84,6 @@ def score_summary(
     scores["novel_2gram"] = novel_ngram_share(summary_tokens, source_tokens, 2)
     scores["repetition_rate"] = repetition_rate(summary_tokens)
     scores["lang_match"] = lang_match(prediction, lang)
+    scores.update(fragment_stats(summary_tokens, source_tokens))
+    scores.update(unsupported_scores(prediction, source, lang))
     return scores

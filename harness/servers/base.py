@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -41,9 +42,23 @@ class ServerSettings:
     log_path: Path  # the server's stdout+stderr (kept in the run directory)
     n_gpu_layers: int = 0
     flash_attn: bool = False
+    repack: bool = True  # llama.cpp weight repacking (harness.backends.llama_cpp_repack)
     use_mmap: bool = True
+    # Requests the server runs at once (its slots): the run's highest --concurrency level, so that a load level
+    # of N measures N requests being served, not N-1 waiting in the server's queue. Each slot gets n_ctx.
+    parallel: int = 1
     ready_timeout_s: float = 120.0
     request_timeout_s: float = 300.0
+
+
+def exit_description(code: int | None) -> str:
+    """'was killed by signal SIGSEGV' / 'exited with code 1' for a Popen return code."""
+    if code is not None and code < 0:
+        try:
+            return f"was killed by signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
 
 
 def free_port() -> int:
@@ -142,7 +157,7 @@ class ManagedServer(ABC):
                 code = self.process.poll()
                 if code is not None:
                     raise HarnessError(
-                        f"--via {self.name}: the server exited with code {code} before answering: {self.log_tail()}"
+                        f"--via {self.name}: the server {exit_description(code)} before answering: {self.log_tail()}"
                     )
                 with contextlib.suppress(httpx.HTTPError):
                     if client.get(self.url + self.ready_path).status_code == 200:

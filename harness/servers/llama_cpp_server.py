@@ -34,7 +34,9 @@ class LlamaCppPythonServer(ManagedServer):
     def command(self) -> list[str]:
         s = self.settings
         return [
-            sys.executable, "-m", "llama_cpp.server",
+            # Through a launcher that sets llama.cpp's repack switch, which llama-cpp-python's server settings
+            # do not expose (harness.servers.llama_cpp_server_main); the rest are the server's own flags.
+            sys.executable, "-m", "harness.servers.llama_cpp_server_main", "--repack", "1" if s.repack else "0",
             "--model", str(s.weights),
             "--model_alias", s.model_id,
             "--host", "127.0.0.1",

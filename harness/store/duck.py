@@ -110,11 +110,15 @@ def _add_missing_columns(con: Any, df: pd.DataFrame) -> None:
 
 
 def _run_dict(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads((path / RUN_JSON).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+    """run.json as a dict ({} for a bare results.csv); a damaged one -- not JSON, or a field of the wrong type
+    such as `"environment": []` -- is one line naming the file and the field (harness.results.record)."""
+    from harness.results.record import RunRecord, read_run_json
+
+    if not (path / RUN_JSON).is_file():
         return {}
-    return data if isinstance(data, dict) else {}
+    data = read_run_json(path / RUN_JSON)
+    RunRecord.validated(data, path / RUN_JSON)
+    return data
 
 
 def _local_device(record: dict[str, Any]) -> str:

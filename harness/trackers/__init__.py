@@ -1,4 +1,4 @@
-"""Parent-side observers of a worker (memory, device state, energy), plus the worker-side latency maths.
+"""Parent-side observers of a worker (system noise, memory, device state, energy), plus the worker-side latency maths.
 
 `TRACKERS` lists the tracker classes every run uses, as "module:Class" references imported on demand.
 """
@@ -10,6 +10,9 @@ import importlib
 from harness.trackers.base import Tracker, TrackerContext, TrackerReport
 
 TRACKERS: tuple[str, ...] = (
+    # First: its quiet wait and canaries run before the others open their windows (and, as the session
+    # closes windows in reverse, after they close theirs).
+    "harness.trackers.noise:NoiseTracker",
     "harness.trackers.memory:MemoryTracker",
     "harness.trackers.device:DeviceTracker",
     "harness.trackers.energy:EnergyTracker",

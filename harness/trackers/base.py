@@ -34,6 +34,7 @@ class TrackerContext:
     threads: int
     measure_bandwidth: bool = True
     sample_interval_s: float | None = None  # None = the memory sampler's own choice (1 s with VmHWM)
+    wait_quiet_s: float | None = None  # --wait-quiet: bound of the wait for a quiet machine per sample
 
 
 @dataclass
