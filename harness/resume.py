@@ -82,6 +82,7 @@ def load_state(run_dir: Path) -> ResumeState:
     path = run_dir / RUN_JSON
     if not path.is_file():
         raise HarnessError(f"--resume {run_dir}: no {RUN_JSON}; this run cannot be resumed")
+    check_run_files(run_dir)
     RunLock.hold(run_dir)
     record = read_run_json(path)
     RunRecord.validated(record, path)  # the fields the resume reads have the types it expects
@@ -95,6 +96,21 @@ def load_state(run_dir: Path) -> ResumeState:
     state = ResumeState(run_dir, record)
     state.done = rows_done(run_dir)
     return state
+
+
+def check_run_files(run_dir: Path) -> None:
+    """Refuse, before anything is written, a run directory where a file the run writes is a symbolic link
+    or not a regular file (a planted link would otherwise be truncated and appended to; see harness.safefs).
+    Each write also opens its file without following links; this check makes the refusal one line up front
+    rather than a run stopped halfway."""
+    from harness import safefs
+    from harness.results.durable import LOCK_FILE, LOCK_PID_FILE
+    from harness.results.layout import SUMMARIES_JSONL, SUMMARY_CSV, SUMMARY_MODELS_CSV
+    from harness.results.writer import RESERVE
+
+    for name in (RESULTS_CSV, SUMMARIES_JSONL, SUMMARY_CSV, SUMMARY_MODELS_CSV, RUN_JSON, RESERVE, LOCK_FILE,
+                 LOCK_PID_FILE):  # fmt: skip
+        safefs.check_target(run_dir / name)
 
 
 class _QuietParser(argparse.ArgumentParser):
@@ -221,6 +237,7 @@ def _short(value: Any) -> str:
 __all__ = [
     "ResumeState",
     "check_row",
+    "check_run_files",
     "check_same",
     "check_weights",
     "code_fingerprint",

@@ -41,7 +41,17 @@ from harness.launchers.watchdog import MAX_TIMEOUTS_IN_A_ROW, default_sample_tim
 from harness.launchers.worker import WorkerJob, one_line
 from harness.models.registry import ModelEntry, cache_dir, load_models, select_models
 from harness.models.sources import cached_sha256, file_sha256, is_ready, local_path, require_offline, resolve
-from harness.params import SWEEPABLE, Config, describe_config, expand, impossible, thread_warnings
+from harness.params import (
+    SWEEPABLE,
+    Config,
+    describe_config,
+    expand,
+    gguf_n_ctx_train,
+    impossible,
+    n_ctx_problem,
+    plan_size_problem,
+    thread_warnings,
+)
 from harness.plan import PlannedSample as PlanItem
 from harness.plan import describe_plan, estimate, plan, plan_record
 from harness.progress import Progress
@@ -215,6 +225,10 @@ class Runner:
         self.serving = Serving(config.via, config.server_pid, config.concurrency, config.slo, self.entries)
         self.configs = self._expand_configs()
         self.skipped = self._check_configs()  # (model, config_id) groups that cannot run here, and why
+        # Before the plan is built: 10^12 repeats must be one line, not a MemoryError (params.MAX_PLANNED_SAMPLES).
+        too_big = plan_size_problem(len(self.configs), len(self.entries), len(self.talks), config.repeats)
+        if too_big:
+            raise HarnessError(too_big)
         self.warnings = thread_warnings(self.configs, usable_cpus())
         self.tracker_context = TrackerContext(
             threads=max(c["threads"] for c in self.configs),
@@ -742,6 +756,13 @@ class Runner:
         size_bytes = sum(p.stat().st_size for p in files)
         state.ctx.weight_bytes = size_bytes
         local_file = path is not None and path.is_file()
+        # The context asked for must fit the model (n_ctx_train in its GGUF header), not only the engine.
+        train = gguf_n_ctx_train(path) if local_file else None
+        ctx_problem = n_ctx_problem(options.n_ctx, train) if options.n_ctx is not None else None
+        if ctx_problem:
+            self.echo(f"   cannot run model: {ctx_problem}")
+            state.failed = ctx_problem
+            return
         state.ctx.weights_read_bytes = weights_read_bytes(path) if local_file else None
         state.ctx.kv_shape = kv_cache_shape(path) if local_file else None
         state.ctx.base["model_file_mb"] = size_bytes / 2**20
@@ -905,13 +926,9 @@ class Runner:
         self.echo(f"   {item.talk.id} r{item.repeat}: ERROR {message}")
 
     def _echo_sample(self, row: dict[str, Any]) -> None:
-        self.echo(
-            f"   {row['talk_id']} r{row['repeat']}: {row['prompt_tokens']}+{row['output_tokens']} tok | "
-            f"ttft {_fmt(row['ttft_s'], '.3f')} s | prefill {_fmt(row['prefill_tok_s'], '.1f')} tok/s | "
-            f"decode {_fmt(row['decode_tok_s'], '.1f')} tok/s (engine {_fmt(row['engine_decode_tok_s'], '.1f')}) | "
-            f"peak RSS {_fmt(row.get('peak_rss_mb'), '.0f')} MiB | ROUGE-L {_fmt(row['rougeL_f'], '.3f')} | "
-            f"stop: {row['stop_reason']}{' (degenerate)' if row.get('degenerate') else ''}"
-        )
+        from harness.progress import sample_line
+
+        self.echo(sample_line(row))  # map-reduce/refine lines lead with chunks, stages and e2e
         if row["truncated"]:
             self.echo(
                 f"   note: {row['talk_id']} truncated to {row['input_chars']} chars to fit "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from harness.scoring import SCORE_KEYS, score_summary
@@ -52,3 +54,14 @@ def test_no_source_gives_none_and_empty_summary_gives_zero() -> None:
 
 def test_columns_are_score_keys() -> None:
     assert set(EXTRACTIVE_KEYS) <= set(SCORE_KEYS)
+
+
+def test_report_draws_the_coverage_density_plot(tmp_path: Path) -> None:
+    from harness.cli import main
+    from tests.runfactory import make_run
+
+    run = make_run(tmp_path, repeats=1, overrides={"extractive_coverage": 0.6, "extractive_density": 3.5})
+    assert main(["report", str(run), "--out", str(tmp_path / "rep")]) == 0
+    png = tmp_path / "rep" / "report-coverage-density.png"
+    assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert "coverage" in (tmp_path / "rep" / "report.md").read_text(encoding="utf-8")

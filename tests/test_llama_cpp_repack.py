@@ -106,7 +106,7 @@ def test_quantised_model_runs_in_process_and_records_repack(tmp_path: Path) -> N
     assert all(int(r["output_tokens"]) > 0 for r in rows)
     record = json.loads((_run_dir(proc) / "run.json").read_text())
     verdict = record["engine_check"]["repack"]
-    expected = "True" if verdict["repack_ok"] else "False"
+    expected = "true" if verdict["repack_ok"] else "false"
     assert {r["repack"] for r in rows} == {expected}
     assert record["status"] == "complete" and record["ok_rows"] == 2 and record["error_rows"] == 0
 
@@ -119,7 +119,7 @@ def test_repack_crash_falls_back_to_repack_off(tmp_path: Path) -> None:
     assert "killed by SIGSEGV" in proc.stdout and "repack off" in proc.stdout  # the one line, and the remedy
     run_dir = _run_dir(proc)
     assert [r["status"] for r in _rows(run_dir)] == ["ok"]
-    assert [r["repack"] for r in _rows(run_dir)] == ["False"]
+    assert [r["repack"] for r in _rows(run_dir)] == ["false"]
     record = json.loads((run_dir / "run.json").read_text())
     assert record["engine_check"]["repack"]["repack_ok"] is False
     assert record["engine_check"]["applied"].startswith("repack off")
@@ -165,6 +165,13 @@ def test_dead_worker_names_phase_sample(tmp_path: Path, write_models, dummy_mode
     assert "killed by signal SIGKILL during sample" in rows[0]["error"]
     record = json.loads((_run_dir(proc) / "run.json").read_text())
     assert record["status"] == "failed" and record["error_rows"] == 2
+    # The report of such a run opens with the errors, not with empty plots.
+    report = _cli("report", str(_run_dir(proc)), "--out", str(tmp_path / "report"))
+    assert report.returncode == 0, report.stderr
+    md = (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
+    first_text = next(ln for ln in md.splitlines()[1:] if ln.strip() and not ln.startswith(("runs:", "_", "#")))
+    assert "Every sample failed: 2x worker process killed by signal SIGKILL during sample" in md
+    assert "Every sample failed" in first_text, md[:600]
 
 
 def test_some_failed_samples_are_counted(tmp_path: Path, write_models, dummy_model_file: Path) -> None:

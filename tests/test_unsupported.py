@@ -20,6 +20,7 @@ def test_numbers_normalise_width_multipliers_and_percent() -> None:
     assert numbers("百分之30，1,200 thousand, 1.50") == ["30%", "1200000", "1.5"]
     # List numbering, digits glued to Latin names and units are not stated figures.
     assert numbers("1. Qwen2.5 与 GPT-4\n2、7B 模型") == []
+    assert numbers("<strong>1. 微软\n**2.** 微软\n - 3、共5个") == ["5"]  # markup before the numbering
 
 
 def test_chinese_summary_true_to_the_source_has_nothing_unsupported() -> None:

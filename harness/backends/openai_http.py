@@ -530,6 +530,16 @@ def http_failure(exc: httpx.HTTPError, config: EndpointConfig) -> RequestError:
 
 
 # --- local tokenizer (fitting talks into n_ctx) --------------------------------------------------------
+class _Discard:
+    """A text sink for stderr output that has no reader (see GgufTokenizer)."""
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        return None
+
+
 class GgufTokenizer:
     """The model's own tokenizer and chat template, from a GGUF loaded vocabulary-only (no weights): counts a
     prompt's tokens exactly as llama.cpp in-process does, so long talks are cut to the same length."""
@@ -537,7 +547,11 @@ class GgufTokenizer:
     def __init__(self, path: Path, chat_template_kwargs: dict[str, Any]) -> None:
         import llama_cpp
 
-        self.llm = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+        # A vocabulary-only load has no n_ctx_train, so llama.cpp warns "n_ctx_seq (512) > n_ctx_train (0)"
+        # through llama-cpp-python's log callback (a print to sys.stderr that verbose=False does not stop):
+        # meaningless here, and it would land in the middle of the run's output.
+        with contextlib.redirect_stderr(_Discard()):
+            self.llm = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
         self.kwargs = chat_template_kwargs
         self.formatter = gguf_chat_formatter(self.llm)
 

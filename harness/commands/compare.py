@@ -9,6 +9,7 @@ the run. The method is in harness.report.compare.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -104,6 +105,9 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < args.alpha < 1:
         raise HarnessError(f"--alpha {args.alpha:g} is out of range; use a level between 0 and 1, e.g. 0.05")
     for flag, value in (("--fail-on-regression", args.fail_on_regression), ("--threshold", args.threshold)):
+        if value is not None and not math.isfinite(value):
+            # nan compares false with everything: the gate would pass any regression.
+            raise HarnessError(f"{flag} {value:g} is not a finite number; give a percentage such as 10")
         if value is not None and value < 0:
             raise HarnessError(f"{flag} {value:g} is negative; give a percentage such as 10")
     threshold = args.threshold

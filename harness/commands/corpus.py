@@ -94,22 +94,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _list(args: argparse.Namespace) -> int:
     talks = load_corpus(args.corpus)
     table = Table(title=f"{len(talks)} talks")
-    for column in ("id", "speaker", "organisation", "lang"):
+    # The id is what --talks takes: never cut or wrapped (the other columns shrink instead), so it can be
+    # copied from the table whatever the terminal width.
+    table.add_column("id", no_wrap=True, min_width=max((len(t.id) for t in talks), default=2))
+    for column in ("speaker", "organisation", "lang"):
         table.add_column(column)
     table.add_column("chars", justify="right")
     table.add_column("references", justify="right")
     for talk in talks:
         counts = {talk.lang: len(talk.references)}
         counts.update({lang: len(refs) for lang, refs in sorted(talk.references_by_lang.items())})
-        table.add_row(
+        table.add_row(  # str(): a JSONL corpus may give a number (or null) where text is meant
             talk.id,
-            talk.speaker,
-            talk.organisation,
-            talk.lang,
+            "" if talk.speaker is None else str(talk.speaker),
+            "" if talk.organisation is None else str(talk.organisation),
+            str(talk.lang),
             str(len(talk.text)),
             " ".join(f"{lang}:{n}" for lang, n in counts.items()),
         )
-    plain_console().print(table)
+    plain_console(pipe_width=200).print(table)
     return 0
 
 

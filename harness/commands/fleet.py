@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 
 def _tags(value: str) -> list[str]:
@@ -52,6 +53,9 @@ def _worker(args: argparse.Namespace) -> int:
     from harness.errors import HarnessError
     from harness.fleet import require_dask
 
+    if not math.isfinite(args.death_timeout) or args.death_timeout <= 0:
+        # nan/inf/-1 would make the worker wait for ever (or crash inside Dask): refuse before it starts.
+        raise HarnessError(f"--death-timeout {args.death_timeout:g}: give a number of seconds above 0, e.g. 60")
     require_dask()
     from harness.fleet.worker import serve
 

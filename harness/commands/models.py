@@ -9,12 +9,21 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness.errors import HarnessError
-from harness.models.registry import HfSource, ModelscopeSource, RemoteSource, load_models, select_models
+from harness.models.registry import (
+    HfSource,
+    ModelEntry,
+    ModelscopeSource,
+    RemoteSource,
+    load_models,
+    select_models,
+)
 from harness.models.sources import (
     cache_dir,
     describe_source,
+    download_size,
     hf_endpoint,
     hub,
     is_ready,
@@ -22,6 +31,9 @@ from harness.models.sources import (
     modelscope_endpoint,
     resolve,
 )
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -88,6 +100,9 @@ def _list(args: argparse.Namespace) -> int:
     # Piped to a file or grep: one line per model beats rich's 80-column default.
     console = plain_console(pipe_width=200)
     console.print(table)
+    provenance = _provenance_table(list(entries.values()))
+    if provenance is not None:
+        console.print(provenance)
     console.print(f"cache: {cache_dir()}  (set HARNESS_CACHE to move it)")
     sources = {type(e.source) for e in entries.values()}
     if HfSource in sources:
@@ -95,6 +110,31 @@ def _list(args: argparse.Namespace) -> int:
     if ModelscopeSource in sources:
         console.print(f"modelscope downloads from {modelscope_endpoint()}  (set MODELSCOPE_ENDPOINT for another site)")
     return 0
+
+
+def _provenance_table(entries: list[ModelEntry]) -> Table | None:
+    """Where each model's weights come from and what they must hash to: upstream repo, licence, the pinned
+    download size and sha256 (in full: it is what a user compares with upstream's published hash)."""
+    from rich.table import Table
+
+    rows = [e for e in entries if e.upstream or e.license or getattr(e.source, "sha256", None)]
+    if not rows:
+        return None
+    table = Table(title="Provenance", title_justify="left")
+    for name in ("id", "upstream", "license"):
+        table.add_column(name, overflow="fold")
+    table.add_column("download MiB", justify="right", overflow="fold")
+    table.add_column("sha256 (pinned)", overflow="fold", no_wrap=True)
+    for entry in rows:
+        size = download_size(entry)
+        table.add_row(
+            entry.id,
+            entry.upstream,
+            entry.license,
+            f"{size / 2**20:.1f}" if size is not None else "",
+            getattr(entry.source, "sha256", None) or "",
+        )
+    return table
 
 
 def _pull(args: argparse.Namespace) -> int:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from harness.errors import HarnessError
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser(
@@ -35,10 +37,18 @@ def run(args: argparse.Namespace) -> int:
     from harness.report.build import write_report
     from harness.report.load import load_runs
     from harness.store import resolve_run_args
+    from harness.store.duck import is_materialised
 
     runs = load_runs(resolve_run_args(args.runs, args.db))
     out_dir = args.out if args.out is not None else runs[0].directory
-    html_path, md_path = write_report(runs, out_dir)
+    if args.out is None and is_materialised(out_dir):
+        # A stored run is read from a temporary folder removed at exit: the report goes to the current one.
+        out_dir = Path.cwd() / f"report-{runs[0].label}"
+    try:
+        html_path, md_path = write_report(runs, out_dir)
+    except OSError as exc:  # ENOSPC, EROFS, EACCES: one line, not a traceback
+        why = exc.strerror or str(exc)
+        raise HarnessError(f"cannot write the report to {out_dir}: {why}; free space or pass another --out") from None
     print(f"wrote {md_path} (PNG plots beside it)")
     print(html_path)
     return 0

@@ -258,16 +258,27 @@ def run(args: argparse.Namespace) -> int:
     skipped: Counter[str] = Counter()
     rows = _run_rows(path / RUN_FILE, args.lang, skipped) if path.is_dir() else _jsonl_rows(path, args.lang)
 
-    with _open_out(args.out) if args.out else contextlib.nullcontext(sys.stdout) as out:
-        scored = _score_all(rows, args.tokenizer, out)
-        if not scored:
-            what = "rows with status ok" if path.is_dir() else "lines"
-            raise HarnessError(f"nothing to score: {path} has no {what}")
-        final: dict[str, Any] = {"mean": _means(scored, numeric_keys), "n": len(scored)}
-        if path.is_dir():
-            final["skipped"] = skipped.total()
-            final["by_model"] = _by_model(scored, numeric_keys)
-        out.write(json.dumps(final, ensure_ascii=False) + "\n")
+    try:
+        with _open_out(args.out) if args.out else contextlib.nullcontext(sys.stdout) as out:
+            scored = _score_all(rows, args.tokenizer, out)
+            if not scored:
+                what = "rows with status ok" if path.is_dir() else "lines"
+                raise HarnessError(f"nothing to score: {path} has no {what}")
+            final: dict[str, Any] = {"mean": _means(scored, numeric_keys), "n": len(scored)}
+            if path.is_dir():
+                final["skipped"] = skipped.total()
+                final["by_model"] = _by_model(scored, numeric_keys)
+            out.write(json.dumps(final, ensure_ascii=False) + "\n")
+    except OSError as exc:
+        if args.out is None:
+            raise  # stdout itself failed (a closed pipe): not a file of ours to clean up
+        # A full or read-only disk mid-write: no truncated scores file is left to be mistaken for a result.
+        with contextlib.suppress(OSError):
+            if args.out.is_file() and not args.out.is_symlink():
+                args.out.unlink()
+        raise HarnessError(
+            f"cannot write --out {args.out}: {exc.strerror or exc}; free space or choose another path (nothing kept)"
+        ) from None
     if skipped:
         detail = ", ".join(f"{n} {s}" for s, n in sorted(skipped.items()))
         print(

@@ -34,7 +34,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from harness import __version__
+from harness import __version__, safefs
 from harness.corpus import Talk, builtin_name, corpus_label, corpus_path, load_corpus
 from harness.env import git_commit
 from harness.errors import HarnessError, unknown

@@ -97,12 +97,12 @@ class WorkerSession:
         """Start the worker, load the model inside tracker windows, warm up (`on_loaded` is called between
         the two, for progress). Raises SessionFailed."""
         self.launcher.start()
-        self._expect(Ready, self.load_timeout_s)
+        self._expect(Ready, self.deadlines.start_s, "worker start")
         self.phase = "load"
         self._window_start("load")
         self.launcher.send(Load())
         try:
-            self.info.loaded = self._expect(Loaded, self.load_timeout_s)
+            self.info.loaded = self._expect(Loaded, self.deadlines.load_s, "model load")
         finally:
             self.info.load_columns = self._window_stop(None)
         spec = warmup_spec if warmup_runs else None
@@ -111,7 +111,7 @@ class WorkerSession:
         if spec is not None:
             self.phase = "warm-up"
             self.launcher.send(Warmup(spec, warmup_runs))
-            self.info.warmed = self._expect(WarmedUp, None)
+            self.info.warmed = self._expect(WarmedUp, self.deadlines.warmup_s, "warm-up")
         else:
             self.info.warmed = WarmedUp(0.0, 0)
         return self.info

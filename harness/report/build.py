@@ -57,6 +57,18 @@ def build_figures(samples: pd.DataFrame, order: Sequence[str], summary: pd.DataF
             "No sample has both rougeL_f and decode_tok_s (unscored run?): no quality/speed plot.",
         ),
         ReportFigure(
+            "report-coverage-density",
+            "Copying: extractive coverage vs density",
+            "Each small point is one summary, each large ringed point a model's mean. Coverage is the share of "
+            "summary tokens inside fragments copied from the talk, density the mean squared length of those "
+            "fragments (Grusky et al. 2018), on ROUGE's tokens (one per Chinese character). Bottom left: "
+            "abstractive; top right: sentences pasted from the talk, which ROUGE rewards. Neither end is better "
+            "in itself.",
+            plots.coverage_density(ok, order, colors, markers=markers),
+            "No extractive_coverage/extractive_density values (a run from before these columns; `harness score` "
+            "recomputes them): no copying plot.",
+        ),
+        ReportFigure(
             "report-peak-memory",
             "Peak memory",
             "Mean of the worker's peak resident set size per sample; the tick marks the largest sample. "
@@ -106,15 +118,57 @@ def sweep_figures(samples: pd.DataFrame) -> list[ReportFigure]:
     return figures
 
 
+def error_notes(samples: pd.DataFrame) -> list[str]:
+    """The report's first lines when samples failed: how many, and the causes, most frequent first -- a run
+    whose every sample crashed must not open with empty plots."""
+    if samples.empty or "status" not in samples:
+        return []
+    failed = samples[samples["status"] != "ok"]
+    if failed.empty:
+        return []
+    causes = failed["error"].fillna("").astype(str).value_counts() if "error" in failed else pd.Series(dtype=int)
+    listed = "; ".join(f"{n}x {cause or 'no message'}" for cause, n in causes.head(3).items())
+    more = f" (and {len(causes) - 3} more causes)" if len(causes) > 3 else ""
+    head = "Every sample failed" if len(failed) == len(samples) else f"{len(failed)} of {len(samples)} samples failed"
+    return [f"{head}: {listed}{more}. The error rows are listed under Errors; the figures count ok rows only."]
+
+
+def load_level_notes(runs: Sequence[Run]) -> list[str]:
+    """One line per load level (load_summary.csv) that could not be held at its N requests in flight
+    (harness.load): its figures describe a queue or a drain, not N requests being served."""
+    from harness.load import LOAD_SUMMARY_FILE
+
+    notes: list[str] = []
+    for run in runs:
+        path = run.directory / LOAD_SUMMARY_FILE
+        if not path.is_file():
+            continue
+        try:
+            levels = pd.read_csv(path, dtype={"held": str, "held_note": str})
+        except (OSError, ValueError, pd.errors.ParserError):
+            continue
+        if "held" not in levels:
+            continue  # written before levels were checked
+        for _, level in levels[levels["held"].astype(str).str.lower() == "false"].iterrows():
+            why = level.get("held_note") if isinstance(level.get("held_note"), str) else "see load_summary.csv"
+            notes.append(
+                f"{run.label}: load level c={level.get('concurrency')} of {level.get('model')} was NOT HELD ({why}); "
+                "its throughput and latency describe that, not the level"
+            )
+    return notes
+
+
 def write_report(runs: Sequence[Run], out_dir: Path) -> tuple[Path, Path]:
     """Write report.html, report.md and the md's PNGs into out_dir; return (html, md) paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    for name in (HTML_NAME, MD_NAME):  # a planted link or special file: refused before anything is written
+        safefs.check_target(out_dir / name)
     samples, order = collect_samples(runs)
     summary = summary_table(samples, order)
     figures = build_figures(samples, order, summary)
     blocks = talk_blocks(runs, samples, order)
     errors = samples[samples["status"] != "ok"].head(MAX_ERROR_ROWS)
-    notes = run_notes(runs)
+    notes = [*error_notes(samples), *run_notes(runs), *load_level_notes(runs)]
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     run_ids = [r.label for r in runs]
     env = environment_rows(runs)

@@ -84,6 +84,9 @@ class MetricRow:
     note: str = ""
     model_label: str = ""  # model, plus the provider where the model ran on several, plus the config (sweeps)
     config_id: str = ""  # the config compared, when either run swept settings (harness.params)
+    # Samples flagged `noisy` (harness.trackers.noise) left out of this speed metric, per side.
+    noisy_left_out_baseline: int = 0
+    noisy_left_out_new: int = 0
 
     def record(self) -> dict[str, Any]:
         return asdict(self)
@@ -525,4 +528,44 @@ def run_notes(runs: Sequence[Run]) -> list[str]:
             notes.append(
                 f"{run.label}: no run.json beside results.csv; CPU, cores and harness version not checked"
             )
+        notes.extend(f"{run.label}: {line}" for line in judge_summary(run))
     return notes
+
+
+def judge_summary(run: Run) -> list[str]:
+    """Which judge scored the run (`harness judge`), its probe verdict, and per model the judge's overall
+    score with a 95 % Student-t interval over talks (repeats averaged first); [] for an unjudged run."""
+    from harness.judge.columns import SCORE_COLUMNS
+
+    df = run.ok
+    if "judge_overall" not in df or not df["judge_overall"].notna().any():
+        return []
+    label = next((str(v) for v in df["judge"] if str(v).strip()), "?") if "judge" in df else "?"
+    record = run.record.judges.get(label) if run.record is not None else None
+    fit = record.fit if record is not None else None
+    head = f"judge {label}"
+    if record is not None:
+        ref = (record.probes or {}).get("reference") or {}
+        shas = ", ".join(f"{name} {sha[:12]}" for name, sha in record.prompts.items())
+        probe = (
+            f"reference probe {ref['successes']}/{ref['trials']} = {ref['rate']:.2f} "
+            f"[95% Wilson {ref['ci_low']:.2f}-{ref['ci_high']:.2f}], needs >= {ref['threshold']:.2f}"
+            if ref.get("trials")
+            else "reference probe not run"
+        )
+        verdict = {True: "fit", False: "UNFIT: its scores are not evidence", None: "unvalidated"}[fit]
+        head += f" (prompts {shas}; {probe}: {verdict})"
+    lines = [head]
+    stats = aggregate.group_metrics(df, list(SCORE_COLUMNS), by=("model",))
+    for (model,), metrics in stats.items():
+        ci = metrics["judge_overall"].ci
+        if ci.n == 0:
+            continue
+        parts = ", ".join(
+            f"{col.removeprefix('judge_')} {metrics[col].mean:.2f}"
+            for col in SCORE_COLUMNS[:-1]
+            if metrics[col].mean is not None
+        )
+        mark = " (UNFIT judge)" if fit is False else ""
+        lines.append(f"judge score {model}: overall {ci} over {ci.n} talk(s){mark}; {parts}")
+    return lines

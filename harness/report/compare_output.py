@@ -39,7 +39,9 @@ from harness.report.compare import (
     version_differences,
 )
 from harness.report.load import Run
+from harness.results.schema import SPECS
 from harness.scoring.stats import CI_METHOD
+from harness.trackers.noise import canary_warning, leave_out_noisy, speed_metrics
 
 WARNING_TITLE = "WARNING: runs are not like-for-like"
 VERSIONS_TITLE = "code differs (what a comparison usually tests; not a reason to distrust it):"
@@ -127,11 +129,21 @@ def build(
 ) -> CompareResult:
     """`extra_mismatches(baseline, other)`: more like-for-like lines beside `environment_mismatches`
     (compare --by device: the hardware differences, harness.fleet.bydevice)."""
+    left = leave_out_noisy(runs, metrics)  # noisy samples out of the speed verdicts (harness.trackers.noise)
+    runs = left.runs
     baseline, others = runs[0], runs[1:]
     result = CompareResult(comparisons=[], alpha=alpha, threshold_pct=threshold_pct, force=force)
     result.notes.extend(run_notes(runs))
+    result.notes.extend(left.notes)
     for other in others:
         comp = compare_runs(baseline, other, metrics)
+        for row in comp.rows:
+            if row.metric in speed_metrics():
+                row.noisy_left_out_baseline = left.counts.get((baseline.label, row.model), 0)
+                row.noisy_left_out_new = left.counts.get((other.label, row.model), 0)
+                row.note = left.note_for(baseline.label, other.label, row.model) or row.note
+        if canary := canary_warning(baseline, other):
+            result.notes.append(canary)
         heading = f"{other.label} vs baseline {baseline.label}"
         comp.mismatches = environment_mismatches(baseline, other)
         if extra_mismatches is not None:
@@ -218,9 +230,16 @@ def _verdict_cell(r: MetricRow, reason: str) -> str:
     return r.verdict + (f" ({'; '.join(notes)})" if notes else "")
 
 
+def metric_cell(metric: str) -> str:
+    """A peak metric compares the mean of the sample peaks: said in its name, since the run's summary and
+    the leaderboard show the largest sample (`peak_rss_mb_max`) instead."""
+    spec = SPECS.get(metric)
+    return f"{metric} (mean)" if spec is not None and spec.aggregate == "max" else metric
+
+
 def _cells(r: MetricRow, reason: str = "") -> list[str]:
     return [
-        r.metric,
+        metric_cell(r.metric),
         r.better or "?",
         fmt_value(r.baseline),
         fmt_value(r.new),

@@ -14,12 +14,16 @@ from harness.report.load import Run, column_values, norm
 from harness.results import aggregate
 from harness.results.record import Environment, RunRecord
 from harness.results.schema import SPECS, view
+from harness.results.summary import peak_heading
 from harness.scoring.signals import MOSTLY_DEGENERATE, is_degenerate
+from harness.trackers.noise import noisy_flags
 
 # Summary-table columns: (column, heading), the schema's "report" view, measurements before quality scores.
 # Means are over repeats per talk, then over talks (harness.results.aggregate).
+# A peak metric's mean over samples is headed "peak RSS mean MiB": the run's own per-model table and the
+# leaderboard show the largest sample instead, named "max" (harness.results.summary.peak_heading).
 SUMMARY_METRICS: tuple[tuple[str, str], ...] = tuple(
-    (m, SPECS[m].heading) for m in sorted(view("report"), key=lambda m: SPECS[m].deterministic)
+    (m, peak_heading(m, "mean")) for m in sorted(view("report"), key=lambda m: SPECS[m].deterministic)
 )
 
 
@@ -134,6 +138,7 @@ def summary_table(samples: pd.DataFrame, order: Sequence[str]) -> pd.DataFrame:
         row["mostly_degenerate"] = bool(
             row["n_judged"] and row["n_degenerate"] / row["n_judged"] > MOSTLY_DEGENERATE
         )
+        row["n_noisy"] = int(noisy_flags(ok).sum())  # ran on a busy machine (harness.trackers.noise)
         group = stats.get((series,), {})
         for col in metrics:
             row[col] = group[col].mean if col in group else None

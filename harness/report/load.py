@@ -114,6 +114,10 @@ def read_summaries(path: Path) -> list[dict[str, Any]]:
 def load_run(path: str | Path) -> Run:
     csv_path, directory = _resolve(Path(path))
     results = read_results(csv_path)
+    # `harness judge` scores live in judgements.jsonl beside the run; joined here so compare and report see columns.
+    from harness.judge.columns import join_judgements
+
+    results = join_judgements(results, directory)
     run_json = directory / RUN_JSON
     summaries_path = directory / SUMMARIES_JSONL
     record = RunRecord.load(run_json) if run_json.is_file() else None

@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.text import Annotation
+from matplotlib.ticker import FuncFormatter
 from matplotlib.transforms import Bbox
 
 from harness.report.sweeps import SweepLine
@@ -61,9 +62,33 @@ def _style() -> Iterator[None]:
         "axes.spines.right": False,
         "figure.facecolor": "white",
         "savefig.facecolor": "white",
+        # Labels are data (run ids, model and talk names): a "$...$" in one must print as typed, not be
+        # parsed as mathtext (which crashes on bad TeX). No figure here uses mathtext on purpose.
+        "text.parse_math": False,
     }
     with matplotlib.rc_context(rc):
         yield
+
+
+def _finite(frame: pd.DataFrame, columns: Sequence[str]) -> tuple[pd.DataFrame, int]:
+    """`frame` with +-inf in `columns` turned into missing values (which every figure leaves out), and how
+    many were: a non-finite value cannot be placed on an axis (matplotlib: "Axis limits cannot be NaN or
+    Inf") and says the measurement failed, so it is dropped and the figure says so (`_note_dropped`)."""
+    present = [c for c in columns if c in frame]
+    if not present:
+        return frame, 0
+    values = frame[present].apply(pd.to_numeric, errors="coerce")
+    bad = np.isinf(values.to_numpy(dtype=float))
+    if not bad.any():
+        return frame, 0
+    out = frame.copy()
+    out[present] = values.mask(np.isinf(values))
+    return out, int(bad.sum())
+
+
+def _note_dropped(fig: Figure, dropped: int) -> None:
+    if dropped:
+        fig.text(0.01, 0.995, f"{dropped} non-finite value(s) left out", fontsize=7, color="grey", va="top")
 
 
 def palette(labels: Sequence[str]) -> dict[str, tuple[float, float, float, float]]:
@@ -174,6 +199,7 @@ def quality_figure(
     """
     if x not in means or y not in means:
         return None
+    means, dropped = _finite(means, [x, y, f"{x}_sd", f"{y}_sd"])
     pts = means.dropna(subset=[x, y]).reset_index(drop=True)
     if pts.empty:
         return None
@@ -181,12 +207,22 @@ def quality_figure(
     fronts = [pts.loc[members].sort_values(x) for members in fronts_by_run(pts, x, y)]
     front = {int(i) for fp in fronts for i in fp.index}
     several_runs = runs.nunique() > 1
+    # Many points (a sweep: models x configs) cannot all carry a name without covering each other, the
+    # axes and their titles: past MAX_POINT_LABELS only the Pareto front is named and a legend names the
+    # models by colour.
+    named = set(range(len(pts))) if len(pts) <= MAX_POINT_LABELS else front
+    bars: list[tuple[float, float, float, float]] = []  # (x, y, xerr, yerr): obstacles for the labels
     with _style():
         fig = Figure(figsize=(8, 5.5), layout="constrained")
         ax = fig.add_subplot()
         for _, row in pts.iterrows():
             color = colors[row["series"]]
             xerr, yerr = row.get(f"{x}_sd"), row.get(f"{y}_sd")
+            bars.append((
+                float(row[x]), float(row[y]),
+                0.0 if xerr is None or pd.isna(xerr) else float(xerr),
+                0.0 if yerr is None or pd.isna(yerr) else float(yerr),
+            ))  # fmt: skip
             ax.errorbar(
                 row[x],
                 row[y],
@@ -219,25 +255,44 @@ def quality_figure(
                 else None,
             )
         handles, names = ax.get_legend_handles_labels()
+        # Past MAX_POINT_LABELS the front's points carry a number, short enough to sit beside its point,
+        # and the legend says what each number is (numbered left to right).
+        numbered = len(named) < len(pts)
+        text_of = {i: (labels or {}).get(pts.loc[i, "series"], pts.loc[i, "series"]) for i in range(len(pts))}
+        if numbered:
+            by_x = sorted(named, key=lambda i: (float(pts.loc[i, x]), i))
+            number = {i: str(k) for k, i in enumerate(by_x, start=1)}
+            for i in by_x:
+                handles.append(Line2D([], [], linestyle="none", marker="none"))
+                names.append(f"{number[i]} = {text_of[i]}")
+            text_of = number
+            models = pts["model"].astype(str) if "model" in pts else pts["series"].astype(str)
+            for model, series in dict(zip(models, pts["series"], strict=True)).items():
+                handles.append(Line2D([], [], marker="o", linestyle="none", color=colors[series], label=model))
+                names.append(model)
         if several_runs and markers:
             for run, series in dict(zip(runs, pts["series"], strict=True)).items():
                 handles.append(
                     Line2D([], [], marker=markers.get(series, "o"), linestyle="none", color="grey", label=run)
                 )
                 names.append(f"run {run}")
-        fig.legend(handles, names, loc="outside lower center", fontsize=8, frameon=False, ncol=1)
+        ncol = 1 if len(names) < 4 else 2
+        fig.legend(handles, names, loc="outside lower center", fontsize=8, frameon=False, ncol=ncol)
         ax.set_xlabel("decode speed, tokens/s (mean; higher is better →)")
         ax.set_ylabel("ROUGE-L F (mean; higher is better ↑)")
         ax.set_title("Summary quality vs decode speed (bars: ±1 sd over samples)")
+        _note_dropped(fig, dropped)
         ax.margins(x=0.2, y=0.2)
         # Speeds and ROUGE are never negative; the quality axis starts at zero so heights compare.
         lo, hi = ax.get_xlim()
         if lo < 0:
             ax.set_xlim(0, hi)
         ax.set_ylim(0, max(ax.get_ylim()[1], float(pts[y].max()) * 1.25))
+        # The front's names are placed first, so they get the spots nearest their points.
+        order = sorted(named, key=lambda i: (i not in front, i))
         notes = [
             ax.annotate(
-                (labels or {}).get(row["series"], row["series"]),
+                text_of[i],
                 (row[x], row[y]),
                 xytext=(0, 0),
                 textcoords="offset points",
@@ -248,9 +303,13 @@ def quality_figure(
                 bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.85},
                 arrowprops={"arrowstyle": "-", "color": "grey", "lw": 0.6, "shrinkA": 0, "shrinkB": 5},
             )
-            for i, row in pts.iterrows()
+            for i, row in ((i, pts.iloc[i]) for i in order)
         ]
-        return fig, _place_labels(fig, ax, notes)
+        for note in notes:
+            # Placed by _place_labels inside the axes; the layout must not shrink the axes to make room
+            # for a label's trial position (that collapsed a sweep's plot and cut its axis title).
+            note.set_in_layout(False)
+        return fig, _place_labels(fig, ax, notes, bars)
 
 
 # Offsets (points) and alignments tried for a point's label, nearest first; the far ones get a leader
@@ -263,10 +322,16 @@ _LABEL_SPOTS = tuple(
 ) + tuple((0, sy * d, "center", "bottom" if sy > 0 else "top") for d in (12, 40, 75) for sy in (1, -1))
 
 
-def _place_labels(fig: Figure, ax: Axes, notes: Sequence[Annotation]) -> list[Bbox]:
-    """Greedy label placement: each label takes the nearest spot that overlaps no point, no earlier
-    label and stays inside the axes; failing that, the spot with the least overlap. Returns the label
-    boxes in display pixels (for tests)."""
+def _place_labels(
+    fig: Figure,
+    ax: Axes,
+    notes: Sequence[Annotation],
+    bars: Sequence[tuple[float, float, float, float]] = (),
+) -> list[Bbox]:
+    """Greedy label placement: each label takes the nearest spot that overlaps no point, no error bar
+    (`bars`: x, y, xerr, yerr in data units), no earlier label and stays inside the axes; failing that,
+    the spot with the least overlap, a far spot counting a little against it so that a label stays near
+    its point. Returns the label boxes in display pixels (for tests)."""
     FigureCanvasAgg(fig)  # a renderer to measure text with
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
@@ -276,6 +341,13 @@ def _place_labels(fig: Figure, ax: Axes, notes: Sequence[Annotation]) -> list[Bb
     for note in notes:
         px, py = ax.transData.transform(note.xy)
         taken.append(Bbox.from_extents(px - pad, py - pad, px + pad, py + pad))
+    for bx, by, xerr, yerr in bars:
+        # Each error bar as a thin box (its caps are 3 points wide), so no label is written across one.
+        for (x0, y0), (x1, y1) in (((bx - xerr, by), (bx + xerr, by)), ((bx, by - yerr), (bx, by + yerr))):
+            (p0x, p0y), (p1x, p1y) = ax.transData.transform([(x0, y0), (x1, y1)])
+            if abs(p1x - p0x) + abs(p1y - p0y) > 2 * pad:
+                lo_x, lo_y, hi_x, hi_y = min(p0x, p1x), min(p0y, p1y), max(p0x, p1x), max(p0y, p1y)
+                taken.append(Bbox.from_extents(lo_x - 3, lo_y - 3, hi_x + 3, hi_y + 3))
 
     def area(b: Bbox | None) -> float:
         return 0.0 if b is None else b.width * b.height
@@ -289,7 +361,9 @@ def _place_labels(fig: Figure, ax: Axes, notes: Sequence[Annotation]) -> list[Bb
             box = note.get_window_extent(renderer)
             overlap = sum(area(Bbox.intersection(box, t)) for t in taken)
             outside = area(box) - area(Bbox.intersection(box, frame))
-            cost = overlap + outside
+            # Outside the axes a label covers tick labels or the axis title: never better than an overlap.
+            distance = abs(spot[0]) + abs(spot[1])
+            cost = overlap + 4 * outside + (distance if overlap + outside else 0)
             if best is None or cost < best[0]:
                 best = (cost, spot)
             if cost == 0:
@@ -304,6 +378,9 @@ def _place_labels(fig: Figure, ax: Axes, notes: Sequence[Annotation]) -> list[Bb
     return taken[-len(notes) :] if notes else []
 
 
+MAX_POINT_LABELS = 10  # more points than this: only the Pareto front is named (quality_figure)
+
+
 def peak_memory(
     samples: pd.DataFrame,
     order: Sequence[str],
@@ -313,6 +390,7 @@ def peak_memory(
     """Bar of mean peak RSS per series, with the largest sample marked."""
     if column not in samples:
         return None
+    samples, dropped = _finite(samples, [column])
     stats = samples.dropna(subset=[column]).groupby("series")[column].agg(["mean", "max"])
     labels = [s for s in order if s in stats.index]
     if not labels:
@@ -332,6 +410,7 @@ def peak_memory(
         ax.set_xlim(0, float(maxes.max()) * 1.18)
         ax.set_xlabel("peak resident memory of the worker, MiB (lower is better)")
         ax.set_title("Peak memory per model")
+        _note_dropped(fig, dropped)
         # Neutral legend swatches: the bar colours identify models, not what a bar means.
         handles = [
             Patch(color="lightgrey", label="bar: mean over samples (value printed)"),
@@ -358,6 +437,7 @@ def ttft_distribution(
     """Box plot plus every sample of time to first token, per series."""
     if column not in samples:
         return None
+    samples, dropped = _finite(samples, [column])
     data = {s: g[column].dropna().to_numpy() for s, g in samples.groupby("series")}
     labels = [s for s in order if len(data.get(s, [])) > 0]
     if not labels:
@@ -386,6 +466,7 @@ def ttft_distribution(
         _category_axis(ax, labels)
         ax.set_xlabel("time to first token, s (lower is better)")
         ax.set_title("TTFT per model (box: quartiles; dots: samples)")
+        _note_dropped(fig, dropped)
         ax.set_xlim(left=0)
         return _png(fig)
 
@@ -396,6 +477,7 @@ def itl_distribution(
     """Box of the per-sample median inter-token latency, with each sample's p90 and p99 as markers."""
     if "itl_p50_ms" not in samples:
         return None
+    samples, dropped = _finite(samples, ["itl_p50_ms", "itl_p90_ms", "itl_p99_ms"])
     groups = {s: g for s, g in samples.groupby("series")}
     labels = [s for s in order if s in groups and groups[s]["itl_p50_ms"].notna().any()]
     if not labels:
@@ -438,6 +520,7 @@ def itl_distribution(
             ax.set_xscale("log")  # a few slow tails would otherwise squash every box against zero
         ax.set_xlabel("inter-token latency, ms (lower is better)")
         ax.set_title("Per-token latency per model (box: per-sample p50)")
+        _note_dropped(fig, dropped)
         leg = fig.legend(loc="outside lower center", ncol=3, fontsize=8, frameon=False)
         for handle in leg.legend_handles:
             handle.set_color("grey")  # markers mean percentiles, not models: show them neutral
@@ -454,30 +537,99 @@ def metric_vs_setting(
     if not lines:
         return None
     colors = palette(list(dict.fromkeys(line.model for line in lines)))
-    styles = ("-", "--", ":", "-.")
+    # Each combination of the other settings gets a dash pattern *and* a marker shape: dotted and dash-dot
+    # lines are hard to tell apart at legend size, a square from a triangle is not.
+    styles = (("-", "o"), ((0, (6, 3)), "s"), ((0, (1.5, 2)), "^"), ((0, (8, 2, 2, 2)), "D"), ((0, (3, 5)), "v"))
+    n_styles = len({line.label[len(line.model) :].strip() for line in lines})
     with _style():
         fig = Figure(figsize=(7.5, 4.6), layout="constrained")
         ax = fig.add_subplot()
-        style_of: dict[str, str] = {}
+        style_of: dict[str, tuple[object, str]] = {}
         for line in lines:
             rest = line.label[len(line.model) :].strip()
             style_of.setdefault(rest, styles[len(style_of) % len(styles)])
             x, mean = np.asarray(line.x), np.asarray(line.mean, dtype=float)
             lo, hi = np.asarray(line.lo, dtype=float), np.asarray(line.hi, dtype=float)
+            mean = np.where(np.isfinite(mean), mean, np.nan)  # an inf point cannot be drawn: left out
             err = np.vstack([np.where(np.isfinite(lo), mean - lo, 0), np.where(np.isfinite(hi), hi - mean, 0)])
+            # Lines of one model at one value would stack their error bars on each other: each line is
+            # nudged sideways by a fraction of the gap between swept values (log axes: a factor).
+            nudge = (list(style_of).index(rest) - (n_styles - 1) / 2) * 0.025
+            xs_plot = x * (2 ** nudge) if _log_sweep(line.x) else x + nudge * _min_gap(line.x)
+            linestyle, marker = style_of[rest]
             ax.errorbar(
-                x, mean, yerr=err, marker="o", capsize=3, linestyle=style_of[rest], color=colors[line.model],
-                label=line.label,
+                xs_plot, mean, yerr=err, marker=marker, markersize=6, capsize=3, linewidth=1.6,
+                linestyle=linestyle, color=colors[line.model], label=line.label,
             )
         xs = sorted({v for line in lines for v in line.x})
         if all(float(v).is_integer() for v in xs):
             ax.set_xticks(xs, [f"{v:g}" for v in xs])
-        if len(xs) > 2 and xs[0] > 0 and xs[-1] / xs[0] >= 8:
+        if _log_sweep(xs):
             ax.set_xscale("log", base=2)  # doubling sweeps (1-16*2) spread evenly
             ax.set_xticks(xs, [f"{v:g}" for v in xs])
+            ax.minorticks_off()  # log minor ticks would put unlabelled marks between the swept values
         ax.set_xlabel(setting_label)
         ax.set_ylabel(metric_label + (f" ({better} is better)" if better else ""))
         ax.set_ylim(bottom=0)
         ax.set_title(f"{metric_label} vs {setting_label}")
-        fig.legend(loc="outside lower center", ncol=2, fontsize=8, frameon=False)
+        fig.legend(loc="outside lower center", ncol=2, fontsize=8, frameon=False, handlelength=4)
+        return _png(fig)
+
+
+def _log_sweep(xs: Sequence[float]) -> bool:
+    """A sweep spanning a factor of 8 or more from a positive start (1-16*2): drawn on a log2 axis."""
+    xs = sorted(xs)
+    return len(xs) > 2 and xs[0] > 0 and xs[-1] / xs[0] >= 8
+
+
+def _min_gap(xs: Sequence[float]) -> float:
+    gaps = np.diff(sorted(set(xs)))
+    return float(gaps.min()) if len(gaps) else 1.0
+
+
+def coverage_density(
+    samples: pd.DataFrame,
+    order: Sequence[str],
+    colors: Mapping[str, tuple[float, ...]],
+    *,
+    markers: Mapping[str, str] | None = None,
+    x: str = "extractive_coverage",
+    y: str = "extractive_density",
+) -> bytes | None:
+    """Extractive coverage against density (Grusky et al. 2018), one point per summary, one colour per series.
+
+    Bottom left: abstractive summaries (few copied words, short fragments); right: words reused; top right:
+    whole sentences pasted. Density is drawn on a log axis (it grows with the square of fragment length), so
+    summaries with a density of 0 (nothing copied) sit on the axis floor. Each series' mean is a larger ringed
+    marker. None when no sample has both columns.
+    """
+    if x not in samples or y not in samples:
+        return None
+    samples, _dropped = _finite(samples, [x, y])  # an inf cannot go on an axis
+    pts = samples.dropna(subset=[x, y])
+    labels = [s for s in order if s in set(pts["series"])]
+    if not labels:
+        return None
+    positive = pts.loc[pts[y] > 0, y]
+    # A log axis has no 0: summaries that copy nothing are drawn at half the smallest positive density.
+    floor = float(positive.min()) / 2 if len(positive) else 0.1
+    with _style():
+        fig = Figure(figsize=(8, 5.5), layout="constrained")
+        ax = fig.add_subplot()
+        for series in labels:
+            mine = pts[pts["series"] == series]
+            marker = (markers or {}).get(series, "o")
+            ax.scatter(mine[x], mine[y].clip(lower=floor), color=colors[series], marker=marker, alpha=0.55, s=28,
+                       label=series)  # fmt: skip
+            ax.scatter([mine[x].mean()], [max(float(mine[y].mean()), floor)], color=colors[series], marker=marker,
+                       s=160, edgecolors="black", linewidths=1.2, zorder=4)  # fmt: skip
+        ax.set_yscale("log")
+        # Plain numbers on the log axis: the default 10^n labels need mathtext, which this style does not render.
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:g}"[0] in "25" else ""))
+        ax.set_xlim(0, 1.02)
+        ax.set_xlabel("extractive coverage: share of summary tokens copied from the talk")
+        ax.set_ylabel("extractive density: mean squared copied-fragment length (log)")
+        ax.set_title("How summaries copy their talk (small: each summary; large: the model's mean)")
+        fig.legend(loc="outside lower center", fontsize=8, frameon=False, ncol=min(3, len(labels)))
         return _png(fig)

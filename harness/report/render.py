@@ -96,7 +96,7 @@ def _summary_cells(row: pd.Series) -> list[str]:
         str(row["backend"] or ""),
         str(row["quant"] or ""),
         str(row["talks"]),
-        f"{row['n_ok']} / {row['n_error']}",
+        f"{row['n_ok']} / {row['n_error']}" + (f" ({int(row['n_noisy'])} noisy)" if row.get("n_noisy") else ""),
         f"{int(row.get('n_degenerate') or 0)}/{judged}" if judged else "",
     ]
     for col, _ in SUMMARY_METRICS:
@@ -119,6 +119,16 @@ _DEGENERATE_HELP = (
     f"degenerate: ok samples that hit max_new_tokens while looping (repetition_rate > {DEGENERATE_REPETITION:g}) "
     "or are in the wrong language, of those scored."
 )
+
+
+NOISY_NOTE = (
+    "(N noisy): samples that ran while other processes used more than a quarter of a core on the worker's "
+    "CPUs (column noisy, docs/noise.md); their speed figures are not representative."
+)
+
+
+def _any_noisy(summary: pd.DataFrame) -> bool:
+    return "n_noisy" in summary and bool(summary["n_noisy"].fillna(0).astype(int).gt(0).any())
 
 
 def _any_mostly_degenerate(summary: pd.DataFrame) -> bool:
@@ -152,19 +162,6 @@ def render_html(
     ]
     out += [f'<p class="note">{e(n)}</p>' for n in notes]
 
-    out.append("<h2>Environment</h2>")
-    out.append("<table><tr><th></th>" + "".join(f"<th>{e(r)}</th>" for r in run_ids) + "</tr>")
-    for name, values in env:
-        differs = len(run_ids) > 1 and len({v for v in values}) > 1
-        out.append(
-            f"<tr{' class=diff' if differs else ''}><th>{e(name)}</th>"
-            + "".join(f"<td>{e(v)}</td>" for v in values)
-            + "</tr>"
-        )
-    out.append("</table>")
-    if len(run_ids) > 1:
-        out.append('<p class="note">Highlighted rows differ between runs.</p>')
-
     out.append("<h2>Summary</h2>")
     out.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in _SUMMARY_HEAD) + "</tr>")
     for _, row in summary.iterrows():
@@ -181,6 +178,8 @@ def render_html(
     )
     if _any_mostly_degenerate(summary):
         out.append(f'<p class="note"><span class="badge">{e(DEGENERATE_NOTE)}</span></p>')
+    if _any_noisy(summary):
+        out.append(f'<p class="note"><span class="badge">{e(NOISY_NOTE)}</span></p>')
 
     out.append("<h2>Plots</h2>")
     for fig in figures:
@@ -193,6 +192,20 @@ def render_html(
             f'<figure><img src="{uri}" alt="{e(fig.title)}">'
             f"<figcaption>{e(fig.caption)}</figcaption></figure>"
         )
+
+    # The answer first (per-model summary, then the quality x speed plot), the machine it ran on after.
+    out.append("<h2>Environment</h2>")
+    out.append("<table><tr><th></th>" + "".join(f"<th>{e(r)}</th>" for r in run_ids) + "</tr>")
+    for name, values in env:
+        differs = len(run_ids) > 1 and len({v for v in values}) > 1
+        out.append(
+            f"<tr{' class=diff' if differs else ''}><th>{e(name)}</th>"
+            + "".join(f"<td>{e(v)}</td>" for v in values)
+            + "</tr>"
+        )
+    out.append("</table>")
+    if len(run_ids) > 1:
+        out.append('<p class="note">Highlighted rows differ between runs.</p>')
 
     out.append("<h2>Summaries by talk</h2>")
     if not talks:
@@ -302,14 +315,14 @@ def render_md(
     out += [f"- {md(n)}" for n in notes]
     if notes:
         out.append("")
-    out += ["## Environment", ""]
-    out += _md_table(["", *run_ids], [[name, *values] for name, values in env])
-    out += ["", "## Summary", ""]
+    out += ["## Summary", ""]
     out += _md_table(_SUMMARY_HEAD, [_summary_cells(row) for _, row in summary.iterrows()])
     out += ["", "Means over the repeats of each talk, then over talks; only status=ok samples count. "
             + md(_DEGENERATE_HELP), ""]
     if _any_mostly_degenerate(summary):
         out += [md(DEGENERATE_NOTE), ""]
+    if _any_noisy(summary):
+        out += [md(NOISY_NOTE), ""]
     out += ["## Plots", ""]
     for fig in figures:
         out += [f"### {md(fig.title)}", ""]
@@ -317,6 +330,9 @@ def render_md(
             out += [md(fig.missing), ""]
         else:
             out += [f"![{md(fig.title)}]({image_names[fig.slug]})", "", md(fig.caption), ""]
+    out += ["## Environment", ""]
+    out += _md_table(["", *run_ids], [[name, *values] for name, values in env])
+    out.append("")
     out += ["## Summaries by talk", ""]
     if not talks:
         out += ["No summaries.jsonl beside the results: nothing to show.", ""]

@@ -96,7 +96,8 @@ def axis_label(column: str) -> str:
     spec = SPECS.get(column)
     if spec is None:
         return column
-    return f"{spec.label or spec.name} ({spec.unit})" if spec.unit and spec.unit != "0-1" else spec.label or spec.name
+    # "decode, tok/s": a comma, since the y label appends "(higher is better)" in parentheses
+    return f"{spec.label or spec.name}, {spec.unit}" if spec.unit and spec.unit != "0-1" else spec.label or spec.name
 
 
 __all__ = ["NUMERIC_SETTINGS", "SWEEP_METRIC", "SweepLine", "axis_label", "sweep_lines", "swept_settings"]

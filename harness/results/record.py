@@ -123,7 +123,7 @@ class RunConfig:
     offline: bool | None = None
     sample_interval_s: float | None = None
     scenario: str | None = None
-    order: str | None = None
+    order: dict[str, Any] | None = None  # harness.plan.plan_record: the mode and every planned sample
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

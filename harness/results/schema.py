@@ -126,7 +126,11 @@ COLUMN_SPECS: tuple[Column, ...] = (
     _metric(
         "peak_rss_mb",
         "MiB",
-        "peak resident set size of the worker during this sample (kernel VmHWM reset per sample; else 10 ms polls)",
+        "peak resident set size of the worker during this sample (kernel VmHWM reset per sample; else 10 ms polls). "
+        "The reset starts from the RSS the sample begins with, so memory an earlier, longer sample made resident "
+        "stays in it (llama.cpp's attention compute buffer and KV pages are touched up to the longest context so "
+        "far and never returned): a short talk after a long one reads the long one's level. Per model: "
+        "peak_rss_mb_max = largest sample, peak_rss_mb_mean = mean of the sample peaks",
         better="lower",
         aggregate="max",
         label="peak RSS",
@@ -410,6 +414,28 @@ COLUMN_SPECS: tuple[Column, ...] = (
         "0-1",
         "share of the summary's distinct named entities found in the talk; empty when it names none",
         better="higher",
+        deterministic=True,
+    ),
+    # --- LLM judge (`harness judge`, harness.judge): joined from judgements.jsonl by compare and report ----
+    *(
+        _metric(f"judge_{c}", "1-5", f"LLM judge's {c} score (judge-rubric-v1)", better="higher", deterministic=True)
+        for c in ("faithfulness", "coverage", "fluency", "conciseness")
+    ),
+    _metric(
+        "judge_overall",
+        "1-5",
+        "mean of the four judge scores; see `judge` for which judge and `judge_fit` for its validity probe",
+        better="higher",
+        label="judge",
+        views=("report",),  # compare: `--metrics judge_overall`, and its note per judged run
+        deterministic=True,
+    ),
+    _info("judge", "", "the judge behind the judge_* columns (model and endpoint, as recorded in run.json)"),
+    _flag(
+        "judge_fit",
+        "",
+        "false when the judge failed its reference probe (it preferred another talk's reference too often): "
+        "its scores are marked unfit",
         deterministic=True,
     ),
 )

@@ -6,6 +6,11 @@ talks of the talk means with a 95 % Student-t interval over the talks (repeats a
 about a model: talks are), the largest single sample for peak metrics (`peak_rss_mb_max`), and, where the
 rows have them, how many outputs are degenerate and the mean prompt tokens per input character.
 
+Peak metrics have two aggregates with two names everywhere (`peak_heading`): `peak_rss_mb_max` / "peak RSS
+max" is the largest sample, `peak_rss_mb_mean` / "peak RSS mean" the mean of the per-sample peaks (the
+report and compare use the mean). A sample's peak starts from the worker's RSS at its start (see the
+peak_rss_mb column), so memory an earlier, longer sample left resident counts in later samples too.
+
 Which metrics: the schema's "summary" view (harness.results.schema). How they are aggregated:
 harness.results.aggregate, shared with score, compare and report.
 """
@@ -44,6 +49,18 @@ _MODEL_TABLE: tuple[str, ...] = tuple(
 )
 
 
+def peak_heading(metric: str, which: str) -> str:
+    """A column heading that says which aggregate of a peak metric it shows: `peak RSS max MiB` (the largest
+    sample: this summary's per-model table, summary_models.csv `peak_rss_mb_max`, the leaderboard) or
+    `peak RSS mean MiB` (the mean of the sample peaks: the per-talk table, the report, compare). Other
+    metrics keep their schema heading."""
+    spec = SPECS[metric]
+    if spec.aggregate != "max":
+        return spec.heading
+    unit = f" {spec.unit}" if spec.unit and spec.unit != "0-1" else ""
+    return f"{spec.label or spec.name} {which}{unit}"
+
+
 @dataclass
 class RunSummary:
     per_talk: pd.DataFrame
@@ -69,7 +86,8 @@ class RunSummary:
         table = Table(
             title="per model x talk (mean ± stdev over repeats; CV% of decode)", title_justify="left"
         )
-        for col in ("model", "talk", "n", "ttft s", "prefill tok/s", "decode tok/s", "CV%", "peak MiB", "ROUGE-L"):
+        heads = ("model", "talk", "n", "ttft s", "prefill tok/s", "decode tok/s", "CV%", "peak RSS mean MiB", "ROUGE-L")
+        for col in heads:
             table.add_column(col, justify="left" if col in ("model", "talk") else "right")
         by = [k for k in ("model", *aggregate.CONFIG_KEYS) if k in self.per_talk.columns]
         for r in self.per_talk.to_dict("records"):
@@ -89,13 +107,13 @@ class RunSummary:
     def _model_table(self) -> Table:
         title = (
             f"per model (mean over talks of the per-talk means; quality ± 95% {CI_METHOD} CI over talks; "
-            "peak: largest sample)"
+            "peak RSS max: largest sample)"
         )
         table = Table(title=title, title_justify="left")
         table.add_column("model", justify="left", no_wrap=True)
         table.add_column("talks", justify="right")
         for m in _MODEL_TABLE:
-            table.add_column(SPECS[m].heading, justify="right")
+            table.add_column(peak_heading(m, "max"), justify="right")
         keys = {DEGENERATE: DEGENERATE, TOKENS_PER_CHAR: f"{TOKENS_PER_CHAR}_mean"}
         shown = [c for c in OPTIONAL if any(keys[c] in entry for entry in self.per_model)]
         for c in shown:
@@ -146,15 +164,30 @@ def _ci(entry: dict[str, Any], metric: str, spec: str) -> str:
 
 
 def degenerate_notes(per_model: list[dict[str, Any]]) -> list[str]:
-    """One caveat per model whose outputs are mostly degenerate: its ROUGE does not measure summaries."""
-    notes = []
+    """One caveat per model whose outputs are mostly degenerate: its ROUGE does not measure summaries.
+
+    A sweep has one entry per model x config; the caveat is about the model, so its flagged configs share
+    one line ("in 4 of 4 configs") instead of one near-identical line each."""
+    flagged: dict[str, list[dict[str, Any]]] = {}
+    configs: dict[str, int] = {}
     for entry in per_model:
+        model = str(entry["model"])
+        configs[model] = configs.get(model, 0) + 1
         n, of = entry.get(DEGENERATE), entry.get(f"{DEGENERATE}_of")
         if n is not None and of and n > MOSTLY_DEGENERATE * of:
-            notes.append(
-                f"{_entry_name(entry)}: {n}/{of} outputs degenerate (looping into the token cap, or in the wrong "
-                "language); its ROUGE measures copied text, not summaries"
-            )
+            flagged.setdefault(model, []).append(entry)
+    notes = []
+    for model, entries in flagged.items():
+        n = sum(int(e[DEGENERATE]) for e in entries)
+        of = sum(int(e[f"{DEGENERATE}_of"]) for e in entries)
+        if configs[model] > 1:
+            name = f"{model} (in {len(entries)} of {configs[model]} configs)"
+        else:
+            name = _entry_name(entries[0])
+        notes.append(
+            f"{name}: {n}/{of} outputs degenerate (looping into the token cap, or in the wrong "
+            "language); its ROUGE measures copied text, not summaries"
+        )
     return notes
 
 

@@ -55,8 +55,9 @@ _NUMBER_RE = re.compile(
     r"(?P<pct>\s*(?:%|percent\b|per\s+cent\b))?",
     re.IGNORECASE,
 )
-# "1." / "2、" / "(3)" numbering a list item at the start of a line: structure, not a stated number.
-_LIST_MARKER_RE = re.compile(r"(?m)^([\s#>*+-]*)[(（]?\d{1,2}(?:\.(?!\d)|[、)）]|\s*[)）])")
+# "1." / "2、" / "(3)" numbering a list item at the start of a line, after markdown or HTML markup ("**1.",
+# "<strong>1."): structure, not a stated number.
+_LIST_MARKER_RE = re.compile(r"(?m)^((?:\s|[#>*+-]|</?[A-Za-z]+>)*)[(（]?\d{1,2}(?:\.(?!\d)|[、)）]|\s*[)）])")
 
 _LATIN_WORD_RE = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[.'&+-][A-Za-z0-9]+)*")
 _SENTENCE_START_RE = re.compile(r"(?:^|[.!?:;。！？；\n])[\s\"'“‘(（*#>\-\d.、]*$")

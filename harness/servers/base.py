@@ -95,6 +95,12 @@ class ManagedServer(ABC):
         return self.settings.model_id
 
     @property
+    def slots(self) -> int | None:
+        """Requests the server runs at once, where its command fixes it (None = unknown): a load level above
+        it only queues, and is marked not held (harness.load)."""
+        return None
+
+    @property
     def ready_path(self) -> str:
         return "/v1/models"
 

@@ -33,6 +33,10 @@ class LlamaServer(ManagedServer):
     def ready_path(self) -> str:
         return "/health"  # 503 while the model loads, 200 once it serves
 
+    @property
+    def slots(self) -> int:
+        return max(1, self.settings.parallel)
+
     @classmethod
     def preflight(cls) -> None:
         if find_tool("llama-server") is None:
@@ -41,7 +45,7 @@ class LlamaServer(ManagedServer):
     def command(self) -> list[str]:
         s = self.settings
         binary = find_tool("llama-server")
-        parallel = max(1, s.parallel)
+        parallel = self.slots
         command = [
             str(binary) if binary is not None else "llama-server",
             "--model", str(s.weights),

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import atexit
 import csv
 import importlib.util
 import json
 import math
 import re
+import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -55,18 +57,23 @@ def _literal(text: str) -> str:
 
 
 @contextmanager
-def connect(db: Path, *, read_only: bool = False) -> Iterator[Any]:
-    """A DuckDB connection; a missing database (read-only) or a locked one is a one-line HarnessError."""
+def connect(db: Path, *, read_only: bool = False, sandboxed: bool = False) -> Iterator[Any]:
+    """A DuckDB connection; a missing database (read-only) or a locked one is a one-line HarnessError.
+    `sandboxed`: no file or network access beyond the database itself (`enable_external_access=false`:
+    COPY ... TO, ATTACH, INSTALL/LOAD, read_csv of other files all fail) -- for user-written SQL."""
     require_duckdb()
     import duckdb
 
     db = Path(db)
     if read_only and not db.is_file():
         raise HarnessError(f"no results store at {db}; create it with `harness db ingest RUN_DIR` (or pass --db)")
-    if not read_only:
-        db.parent.mkdir(parents=True, exist_ok=True)
     try:
-        con = duckdb.connect(str(db), read_only=read_only)
+        if not read_only:
+            db.parent.mkdir(parents=True, exist_ok=True)
+        config = {"enable_external_access": False} if sandboxed else {}
+        con = duckdb.connect(str(db), read_only=read_only, config=config)
+    except OSError as exc:
+        raise HarnessError(f"cannot create the results store {db}: {exc.strerror or exc}; pass another --db") from None
     except duckdb.Error as exc:
         raise HarnessError(f"cannot open the results store {db}: {_first_line(exc)}") from None
     try:
@@ -168,6 +175,8 @@ def _rows_frame(run_id: str, record: dict[str, Any], results: pd.DataFrame) -> p
         df["device"] = ""
     df["device"] = df["device"].fillna("").astype(str).str.strip()
     df.loc[df["device"] == "", "device"] = _local_device(record)
+    if "row_index" in df.columns:  # the store's own key: a results.csv column of that name is kept renamed
+        df = df.rename(columns={"row_index": "row_index_csv"})
     df.insert(1, "row_index", range(len(df)))
     for col in df.columns:
         if not pd.api.types.is_numeric_dtype(df[col]):
@@ -185,6 +194,19 @@ def ingest(db: Path, run_dirs: Sequence[Path]) -> list[str]:
         if not path.is_dir():
             raise HarnessError(f"{path}: not a run directory; pass directories written by `harness run`")
         runs.append((path, load_run(path)))
+    import duckdb
+
+    try:
+        return _ingest(db, runs)
+    except (duckdb.IOException, duckdb.TransactionException, duckdb.OutOfMemoryException, OSError) as exc:
+        # A full disk (or a read-only one) mid-transaction: the transaction is rolled back, nothing half-written.
+        raise HarnessError(
+            f"cannot write the results store {db}: {_first_line(exc)}; free space or pass another --db "
+            "(the store is unchanged)"
+        ) from None
+
+
+def _ingest(db: Path, runs: list[tuple[Path, Any]]) -> list[str]:
     lines: list[str] = []
     with connect(db) as con:
         _ensure_schema(con)
@@ -245,7 +267,8 @@ def ingest(db: Path, run_dirs: Sequence[Path]) -> list[str]:
                 )
                 con.execute("COMMIT")
             except Exception:
-                con.execute("ROLLBACK")
+                with suppress(Exception):  # a failed disk can fail the rollback too; the first error is the news
+                    con.execute("ROLLBACK")
                 raise
             devices_text = ", ".join(d[1] for d in devices) or "-"
             lines.append(
@@ -266,10 +289,17 @@ def _int(value: Any) -> int | None:
 
 
 def query(db: Path, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """(column names, rows) of a read-only SQL query."""
+    """(column names, rows) of one read-only SQL statement: a read-only connection with no external access,
+    so the statement can neither change the store nor read or write any other file (COPY, ATTACH, INSTALL)."""
     import duckdb
 
-    with connect(db, read_only=True) as con:
+    with connect(db, read_only=True, sandboxed=True) as con:
+        try:
+            statements = con.extract_statements(sql)
+        except duckdb.Error as exc:
+            raise HarnessError(f"query failed: {_first_line(exc)}") from None
+        if len(statements) != 1:
+            raise HarnessError(f"db query runs one SQL statement; got {len(statements)}: run them one at a time")
         try:
             cursor = con.execute(sql)
         except duckdb.Error as exc:
@@ -281,16 +311,24 @@ def query(db: Path, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
 
 def export_parquet(db: Path, out_dir: Path) -> list[Path]:
     """One Parquet file per table in `out_dir` (created)."""
+    import duckdb
+
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise HarnessError(f"{out_dir} is a file; pass a directory for the Parquet files")
-    out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    with connect(db, read_only=True) as con:
-        for table in TABLES:
-            target = out_dir / f"{table}.parquet"
-            con.execute(f"COPY (SELECT * FROM {table}) TO {_literal(str(target))} (FORMAT parquet)")
-            written.append(target)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with connect(db, read_only=True) as con:
+            for table in TABLES:
+                target = out_dir / f"{table}.parquet"
+                con.execute(f"COPY (SELECT * FROM {table}) TO {_literal(str(target))} (FORMAT parquet)")
+                written.append(target)
+    except (OSError, duckdb.IOException, duckdb.PermissionException) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else _first_line(exc)
+        raise HarnessError(
+            f"cannot write Parquet files to {out_dir}: {why}; free space or pass another --parquet"
+        ) from None
     return written
 
 
@@ -328,7 +366,7 @@ def materialise(db: Path, run_id: str, parent: Path | None = None) -> Path:
         summaries = [r[0] for r in stored.fetchall()]
     if not RUN_ID_RE.fullmatch(run_id):  # stored ids were checked on ingest; this keeps the path confined
         raise HarnessError(f'run id "{run_id}" is not a plain name')
-    base = Path(parent) if parent is not None else Path(tempfile.mkdtemp(prefix="harness-db-"))
+    base = Path(parent) if parent is not None else _temporary_dir()
     run_dir = base / run_id
     run_dir.mkdir(parents=True, exist_ok=False)
     filled = {n for i, n in enumerate(names) if any(r[i] is not None for r in rows)}
@@ -344,6 +382,30 @@ def materialise(db: Path, run_id: str, parent: Path | None = None) -> Path:
             fh.write(json.dumps(json.loads(text), ensure_ascii=False) + "\n")
     (run_dir / RUN_JSON).write_text(json.dumps(record, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     return run_dir
+
+
+TEMPORARY_DIRS: list[Path] = []  # materialised runs of this process, removed when it exits
+
+
+def _temporary_dir() -> Path:
+    """A harness-db-* folder for a materialised run; removed at exit (compare/report read it, then it is
+    litter), or at once when this process is killed before that -- nothing to do then."""
+    base = Path(tempfile.mkdtemp(prefix="harness-db-"))
+    if not TEMPORARY_DIRS:
+        atexit.register(_remove_temporary_dirs)
+    TEMPORARY_DIRS.append(base)
+    return base
+
+
+def _remove_temporary_dirs() -> None:
+    while TEMPORARY_DIRS:
+        shutil.rmtree(TEMPORARY_DIRS.pop(), ignore_errors=True)
+
+
+def is_materialised(path: Path) -> bool:
+    """Whether `path` lies in a temporary folder of a materialised run (gone when this process exits)."""
+    resolved = Path(path).resolve()
+    return any(resolved.is_relative_to(base.resolve()) for base in TEMPORARY_DIRS)
 
 
 def resolve_run_args(items: Sequence[str], db: Path | None) -> list[str]:

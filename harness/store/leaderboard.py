@@ -9,11 +9,19 @@ a metric the schema aggregates by its peak (peak_rss_mb) takes the largest sampl
 The best config of a model on a device is the first when sorted by the metrics in the order given,
 each in its better direction (ties on the first -- e.g. ROUGE, identical under greedy decoding whatever
 the thread count -- fall to the next). Among the models' best configs on a device, a row is
-Pareto-optimal when no other row is at least as good on every metric and better on one.
+Pareto-optimal when no other row is at least as good on every metric and better on one. Two kinds of row
+take no part in that mark (`excluded` names why): models with random weights (run.json records their
+source kind as "generate": tiny-qwen2 and its variants exist to test the plumbing, and being fast with
+noise output would otherwise make them "optimal"), and configs whose outputs are mostly degenerate
+(more than MOSTLY_DEGENERATE of the judged samples), whose ROUGE counts copied text, not summaries.
+
+Names: a peak metric is shown as `<metric>_max` (the largest sample), as in summary_models.csv; the
+report's summary and `compare` show the mean of the sample peaks, named `<metric>_mean` there.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +31,7 @@ import pandas as pd
 
 from harness.errors import HarnessError, unknown
 from harness.results.schema import DIRECTIONS, SPECS
+from harness.scoring.signals import MOSTLY_DEGENERATE
 from harness.store.duck import connect, quote_ident, table_columns
 
 DEFAULT_METRICS: tuple[str, ...] = ("rougeL_f", "decode_tok_s", "peak_rss_mb")
@@ -43,9 +52,21 @@ CONFIG_COLUMNS: tuple[str, ...] = (
 )
 
 
+RANDOM_WEIGHTS = "random weights"
+MOSTLY_DEGENERATE_TEXT = "mostly degenerate"
+RANDOM_SOURCE_KINDS = frozenset({"generate"})  # models written locally by a generator: random weights
+
+
+def display_name(metric: str) -> str:
+    """The column name a leaderboard shows: a peak metric is the largest sample, `peak_rss_mb_max`."""
+    return f"{metric}_max" if getattr(SPECS.get(metric), "aggregate", "") == "max" else metric
+
+
 @dataclass
 class Leaderboard:
-    table: pd.DataFrame  # device, model, config columns, metrics, talks, samples, runs, last_run, pareto
+    # device, model, config columns, metrics, talks, samples, runs, last_run, degenerate, judged, excluded,
+    # pareto
+    table: pd.DataFrame
     metrics: list[str]
     config_columns: list[str]
 
@@ -109,6 +130,41 @@ def pareto_mask(values: pd.DataFrame, metrics: list[str]) -> list[bool]:
     return mask
 
 
+def random_weight_models(records: list[Any]) -> set[str]:
+    """Models any stored run.json records with a generator source (random weights)."""
+    found: set[str] = set()
+    for text in records:
+        try:
+            record = json.loads(text) if isinstance(text, str) else text
+        except (ValueError, RecursionError):
+            continue  # a damaged record names no source; the row is then ranked as any other
+        models = record.get("models") if isinstance(record, dict) else None
+        if not isinstance(models, dict):
+            continue
+        for model, entry in models.items():
+            source = entry.get("source") if isinstance(entry, dict) else None
+            kind = source.get("kind") if isinstance(source, dict) else source
+            if kind in RANDOM_SOURCE_KINDS:
+                found.add(str(model))
+    return found
+
+
+def _degenerate_flag(value: Any) -> float:
+    """A stored `degenerate` cell as 1/0; NaN when the sample has no verdict (unscored, older runs)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return math.nan
+    text = str(value).strip().lower()
+    return {"true": 1.0, "1": 1.0, "1.0": 1.0, "false": 0.0, "0": 0.0, "0.0": 0.0}.get(text, math.nan)
+
+
+def _exclusion(row: pd.Series, random_models: set[str]) -> str:
+    if row["model"] in random_models:
+        return RANDOM_WEIGHTS
+    if row["judged"] and row["degenerate"] > MOSTLY_DEGENERATE * row["judged"]:
+        return MOSTLY_DEGENERATE_TEXT
+    return ""
+
+
 def build(db: Path, metrics: list[str] | None = None, devices: list[str] | None = None) -> Leaderboard:
     with connect(db, read_only=True) as con:
         available = table_columns(con, "rows")
@@ -120,13 +176,17 @@ def build(db: Path, metrics: list[str] | None = None, devices: list[str] | None 
         for name in devices or []:
             if name not in known_devices:
                 raise unknown("device", name, [d for d in known_devices if d])
-        cols = ", ".join(quote_ident(c) for c in ["device", "model", "run_id", "talk_id", *config_cols, *metrics])
+        extra = ["degenerate"] if "degenerate" in available and "degenerate" not in metrics else []
+        cols = ", ".join(
+            quote_ident(c) for c in ["device", "model", "run_id", "talk_id", *config_cols, *metrics, *extra]
+        )
         where = "status = 'ok'"
         params: list[Any] = []
         if devices:
             where += f" AND device IN ({', '.join('?' * len(devices))})"
             params += devices
         df = con.execute(f"SELECT {cols} FROM rows WHERE {where}", params).df()
+        random_models = random_weight_models([r[0] for r in con.execute("SELECT record FROM runs").fetchall()])
     if df.empty:
         raise HarnessError("no ok rows in the store for these devices; ingest runs with `harness db ingest`")
     keys = ["device", "model", *config_cols]
@@ -137,15 +197,22 @@ def build(db: Path, metrics: list[str] | None = None, devices: list[str] | None 
     per_talk = df.groupby([*keys, "talk_id"], sort=False).agg(agg).reset_index()
     per_config = per_talk.groupby(keys, sort=False).agg({**agg, "talk_id": "nunique"})
     per_config = per_config.rename(columns={"talk_id": "talks"})
+    flags = df["degenerate"] if "degenerate" in df.columns else pd.Series(math.nan, index=df.index)
+    df["_degenerate"] = [_degenerate_flag(v) for v in flags]
     counts = df.groupby(keys, sort=False).agg(samples=("run_id", "size"), runs=("run_id", "nunique"),
-                                              last_run=("run_id", "max"))
+                                              last_run=("run_id", "max"), degenerate=("_degenerate", "sum"),
+                                              judged=("_degenerate", "count"))
+    counts["degenerate"] = counts["degenerate"].astype(int)
     per_config = per_config.join(counts).reset_index()
     ascending = [DIRECTIONS[m] == "lower" for m in metrics]
     ranked = per_config.sort_values(["device", "model", *metrics], ascending=[True, True, *ascending],
                                     na_position="last", kind="stable")
     best = ranked.groupby(["device", "model"], sort=False).head(1).reset_index(drop=True)
+    best["excluded"] = [_exclusion(r, random_models) for _, r in best.iterrows()] if len(best) else []
     best["pareto"] = False
     for _device, idx in best.groupby("device").groups.items():
-        best.loc[idx, "pareto"] = pareto_mask(best.loc[idx], metrics)
+        eligible = [i for i in idx if not best.loc[i, "excluded"]]
+        if eligible:
+            best.loc[eligible, "pareto"] = pareto_mask(best.loc[eligible], metrics)
     best = best.sort_values(["device", metrics[0]], ascending=[True, ascending[0]], kind="stable")
     return Leaderboard(best.reset_index(drop=True), metrics, config_cols)

@@ -33,6 +33,7 @@ says why; never a guess. The canary needs no /proc and is measured everywhere.
 from __future__ import annotations
 
 import csv
+import functools
 import os
 import statistics
 import time
@@ -44,7 +45,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from harness.errors import HarnessError
 from harness.trackers.base import Phase, Tracker, TrackerContext
 
 if TYPE_CHECKING:
@@ -153,28 +153,39 @@ class ProcFs:
     def pid_stat(self, pid: int) -> tuple[int, int, int]:
         return parse_pid_stat((self.root / str(pid) / "stat").read_text())
 
-    def tree_ticks(self, pid: int) -> int:
-        """All CPU ticks of `pid` and its descendants: own + reaped children's, summed over the tree. The sum
-        is unchanged when a child in the tree is reaped (its ticks move to its parent's cutime)."""
-        table: dict[int, tuple[int, int, int]] = {}
+    def tree(self, pid: int) -> list[int]:
+        """`pid` and its descendants (a scan of every /proc/<pid>/stat for parent links: this kernel interface
+        has no cheaper one everywhere, /proc/<pid>/task/<tid>/children needs CONFIG_PROC_CHILDREN)."""
+        children: dict[int, list[int]] = {}
         for entry in self.root.iterdir():
             if entry.name.isdigit():
                 try:
-                    table[int(entry.name)] = parse_pid_stat((entry / "stat").read_text())
+                    ppid = parse_pid_stat((entry / "stat").read_text())[0]
                 except (OSError, ValueError, IndexError):
                     continue  # exited while the table was read
-        children: dict[int, list[int]] = {}
-        for child, (ppid, _own, _reaped) in table.items():
-            children.setdefault(ppid, []).append(child)
-        total, todo, seen = 0, [pid], set()
+                children.setdefault(ppid, []).append(int(entry.name))
+        out, todo = [], [pid]
         while todo:
             p = todo.pop()
-            if p in seen or p not in table:
+            if p not in out:
+                out.append(p)
+                todo.extend(children.get(p, []))
+        return out
+
+    def ticks(self, pids: Iterable[int]) -> int:
+        """CPU ticks of these processes, own + reaped children's. Summed over a process tree this is unchanged
+        when a child in the tree is reaped (its ticks move to its parent's cutime); a process gone counts 0."""
+        total = 0
+        for pid in pids:
+            try:
+                _ppid, own, reaped = self.pid_stat(pid)
+            except (OSError, ValueError, IndexError):
                 continue
-            seen.add(p)
-            total += table[p][1] + table[p][2]
-            todo.extend(children.get(p, []))
+            total += own + reaped
         return total
+
+    def tree_ticks(self, pid: int) -> int:
+        return self.ticks(self.tree(pid))
 
     def allowed_cpus(self, pid: int) -> list[int] | None:
         try:
@@ -305,6 +316,7 @@ class NoiseTracker(Tracker):
         self._canary_before: float | None = None
         self._waited: float | None = None
         self._phase: Phase = "load"
+        self._tree: list[int] = []
 
     def environment(self) -> dict[str, Any]:
         return {
@@ -335,8 +347,9 @@ class NoiseTracker(Tracker):
             return Snapshot(
                 t=time.monotonic(),
                 cpus={c: stat.cpus[c] for c in cpus if c in stat.cpus},
-                worker_ticks=self.proc.tree_ticks(self._pid),
-                parent_ticks=self.proc.pid_stat(os.getpid())[1],
+                worker_ticks=self.proc.ticks(self._tree),
+                # In-process (tests): the watched tree is this process, already counted as the worker.
+                parent_ticks=0 if self._pid == os.getpid() else self.proc.pid_stat(os.getpid())[1],
                 procs_running=stat.procs_running,
                 throttle=self.proc.throttle_count(cpus),
             )
@@ -374,6 +387,10 @@ class NoiseTracker(Tracker):
                 except OSError:
                     self._cpus = None
         self._waited = self._canary_before = None
+        if self.reason is None:
+            # The worker's process tree, found once per window (a scan of /proc, outside the timed window);
+            # a process it starts mid-sample is missed until the next window -- rare, and it errs towards noisy.
+            self._tree = self.proc.tree(pid)
         if phase == "sample":
             if self.context.wait_quiet_s is not None:
                 self._waited = self.wait_quiet(self.context.wait_quiet_s)
@@ -431,35 +448,44 @@ class NoiseSummary:
     samples: int = 0  # ok samples with a noisy verdict
     noisy: int = 0
     other_cpu_pct_noisy: float | None = None  # median over the noisy samples
+    steal_pct_noisy: float | None = None
     canary_ms: float | None = None  # median over all ok samples, before and after
     reason: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def record(self) -> dict[str, Any]:
-        return {
-            "samples": self.samples,
-            "noisy": self.noisy,
-            "other_cpu_pct_noisy_median": self.other_cpu_pct_noisy,
-            "canary_ms_median": self.canary_ms,
-            "threshold_other_cpu_pct": OTHER_CPU_NOISY_PCT,
-            "threshold_steal_pct": STEAL_NOISY_PCT,
-            "unavailable": self.reason,
-        }
+        """run.json `noise`, through its typed record."""
+        from harness.results.record import NoiseRecord, to_dict
+
+        return to_dict(
+            NoiseRecord(
+                samples=self.samples,
+                noisy=self.noisy,
+                other_cpu_pct_noisy_median=self.other_cpu_pct_noisy,
+                canary_ms_median=self.canary_ms,
+                threshold_other_cpu_pct=OTHER_CPU_NOISY_PCT,
+                threshold_steal_pct=STEAL_NOISY_PCT,
+                unavailable=self.reason,
+            )
+        )
 
     def warning(self) -> str | None:
         if not self.noisy:
             return None
-        used = f"{self.other_cpu_pct_noisy:.0f} % of a core" if self.other_cpu_pct_noisy is not None else "CPU time"
+        causes = []
+        if self.other_cpu_pct_noisy is not None and self.other_cpu_pct_noisy > OTHER_CPU_NOISY_PCT:
+            causes.append(f"other processes used {self.other_cpu_pct_noisy:.0f} % of a core")
+        if self.steal_pct_noisy is not None and self.steal_pct_noisy > STEAL_NOISY_PCT:
+            causes.append(f"the hypervisor stole {self.steal_pct_noisy:.0f} % of the CPUs' time")
         return (
-            f"{self.noisy} of {self.samples} samples ran while other processes used {used} (median; threshold "
-            f"{OTHER_CPU_NOISY_PCT:g} %) or the hypervisor stole > {STEAL_NOISY_PCT:g} %; their speed figures are "
-            "not representative (column `noisy`; `--wait-quiet` waits for a quiet machine before each sample)"
+            f"{self.noisy} of {self.samples} samples ran while {' and '.join(causes) or 'the machine was busy'} "
+            "(median of those samples); their speed figures are not representative (column `noisy`; "
+            "`--wait-quiet` waits for a quiet machine before each sample)"
         )
 
 
 def summarise_rows(rows: Iterable[dict[str, Any]], reason: str | None = None) -> NoiseSummary:
     out = NoiseSummary(reason=reason)
-    other, canary = [], []
+    other, steal, canary = [], [], []
     for row in rows:
         if str(row.get("status", "")).strip().lower() != "ok":
             continue
@@ -472,7 +498,10 @@ def summarise_rows(rows: Iterable[dict[str, Any]], reason: str | None = None) ->
             out.noisy += 1
             if (pct := _num(row.get("other_cpu_pct"))) is not None:
                 other.append(pct)
+            if (pct := _num(row.get("steal_pct"))) is not None:
+                steal.append(pct)
     out.other_cpu_pct_noisy = round(statistics.median(other), 1) if other else None
+    out.steal_pct_noisy = round(statistics.median(steal), 1) if steal else None
     out.canary_ms = round(statistics.median(canary), 3) if canary else None
     return out
 
@@ -494,6 +523,7 @@ def finish_run(run_dir: Path, record: dict[str, Any]) -> str | None:
 # --- compare: noisy rows out of speed verdicts; the canary across runs -------------------------------
 
 
+@functools.cache
 def speed_metrics() -> frozenset[str]:
     """Metrics the machine's load moves: measured (not a function of the text), with a direction, not
     memory. Latency, rates, energy, the roofline share."""
@@ -515,38 +545,48 @@ def noisy_flags(df: pd.DataFrame) -> pd.Series:
 
 @dataclass
 class LeftOut:
-    """What `leave_out_noisy` did: the runs with noisy speed cells blanked, notes, counts per (run, model)."""
+    """What `leave_out_noisy` did: the runs with noisy speed cells blanked, notes, counts per (run, model),
+    and the (run, model) pairs whose speed is not judged at all (too few quiet samples)."""
 
     runs: list[Run]
     notes: list[str] = field(default_factory=list)
     counts: dict[tuple[str, str], int] = field(default_factory=dict)
+    refused: set[tuple[str, str]] = field(default_factory=set)
+
+    def note_for(self, baseline: str, other: str, model: str) -> str:
+        """The verdict note of a speed metric of `model` that is not judged; '' when it is."""
+        where = [label for label in (baseline, other) if (label, model) in self.refused]
+        return f"not judged: too few quiet samples in {', '.join(where)} (noisy)" if where else ""
 
 
 def leave_out_noisy(runs: Sequence[Run], metrics: Sequence[str]) -> LeftOut:
-    """Blank the speed metrics of noisy ok rows, so means, tests and verdicts use quiet samples only.
-    Refuses (HarnessError, one line) when fewer than MIN_QUIET_SHARE of a model's ok samples are quiet."""
+    """Blank the speed metrics of noisy ok rows, so means, tests and verdicts use quiet samples only. Where
+    fewer than MIN_QUIET_SHARE of a model's ok samples are quiet, its speed is not judged at all (every
+    speed cell blanked, one note line): a verdict from the few quiet samples left would be a guess."""
     speed = [m for m in metrics if m in speed_metrics()]
     out = LeftOut(runs=list(runs))
     if not speed:
         return out
     for i, run in enumerate(runs):
-        noisy = noisy_flags(run.results) & (run.results["status"] == "ok")
+        ok = run.results["status"] == "ok"
+        noisy = noisy_flags(run.results) & ok
         if not noisy.any():
             continue
-        ok = run.results["status"] == "ok"
+        blank = noisy.copy()
         for model in sorted(set(run.results.loc[noisy, "model"].astype(str))):
             mine = run.results["model"].astype(str) == model
             n_ok, n_noisy = int((ok & mine).sum()), int((noisy & mine).sum())
             out.counts[(run.label, model)] = n_noisy
             if n_ok - n_noisy < MIN_QUIET_SHARE * n_ok:
-                raise HarnessError(
+                out.refused.add((run.label, model))
+                blank |= mine
+                out.notes.append(
                     f"{run.label}: {n_noisy} of {n_ok} samples of {model} ran while other processes were busy "
-                    f"(noisy); too few quiet samples for speed verdicts. Rerun on a quiet machine "
-                    "(`harness run --wait-quiet` waits for one), or compare non-speed metrics only "
-                    "(--metrics rougeL_f,peak_rss_mb)"
+                    f"(noisy): too few quiet samples, so its speed metrics are not judged; rerun on a quiet "
+                    "machine (`harness run --wait-quiet` waits for one)"
                 )
         results = run.results.copy()
-        results.loc[noisy, [m for m in speed if m in results.columns]] = np.nan
+        results.loc[blank, [m for m in speed if m in results.columns]] = np.nan
         out.runs[i] = replace(run, results=results)
         out.notes.append(
             f"{run.label}: left {int(noisy.sum())} noisy sample(s) out of the speed verdicts "

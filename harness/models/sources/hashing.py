@@ -1,6 +1,6 @@
 """sha256 of weight files and the hash record kept beside each one.
 
-Next to each file, `<filename>.sha256` records its hash together with its size and mtime (so later runs
+Next to each file, `<filename>.sha256` records its hash together with its size, mtime, inode and ctime (so later runs
 trust a 100 MB file without re-reading it unless it changed on disk) and, for downloads, where it came
 from (`origin`). Files outside the cache (path sources) get their record under `<cache>/.sha256/`, so the
 harness never writes into a user's own folders.
@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
+from harness import safefs
 from harness.errors import ChecksumError
 from harness.models.registry import ModelEntry, cache_dir
 
@@ -40,18 +42,25 @@ def marker(path: Path) -> Path:
     return root / ".sha256" / f"{key}-{path.name}.sha256"
 
 
+def _identity(st: os.stat_result) -> dict[str, int]:
+    """What must be unchanged for a recorded hash to be trusted: size and mtime, which a tool can restore
+    after changing the bytes (touch -r, rsync -t), plus inode and ctime, which no user-level tool can set
+    back (a write or utime() moves ctime; a replaced file has a new inode)."""
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino, "ctime_ns": st.st_ctime_ns}
+
+
 def write_marker(path: Path, sha256: str, origin: dict[str, str] | None = None) -> None:
     st = path.stat()
-    record: dict[str, Any] = {"sha256": sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    record: dict[str, Any] = {"sha256": sha256, **_identity(st)}
     if origin:
         record["origin"] = origin
     where = marker(path)
     where.parent.mkdir(parents=True, exist_ok=True)
-    where.write_text(json.dumps(record) + "\n", encoding="utf-8")
+    safefs.write_atomic(where, json.dumps(record) + "\n")  # never through a planted link (harness.safefs)
 
 
 def read_record(path: Path) -> dict[str, Any] | None:
-    """The marker's record, if it exists and the file still has the size and mtime it recorded."""
+    """The marker's record, if it exists and the file still has the size, mtime, inode and ctime it recorded."""
     try:
         record = json.loads(marker(path).read_text(encoding="utf-8"))
         st = path.stat()
@@ -59,8 +68,8 @@ def read_record(path: Path) -> dict[str, Any] | None:
         return None
     if not isinstance(record, dict):
         return None
-    if record.get("size") != st.st_size or record.get("mtime_ns") != st.st_mtime_ns:
-        return None  # the file changed since it was hashed
+    if any(record.get(k) != v for k, v in _identity(st).items()):
+        return None  # the file changed (or was touched) since it was hashed: hash it again
     return record
 
 
