@@ -258,7 +258,10 @@ async def run_level(
     if not requests:
         return [], 0.0
     planned = max(len(requests), MIN_REQUESTS_PER_SLOT * concurrency if min_requests is None else min_requests)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    # No keep-alive: llama-server may close a connection right after a stream ends, and a request sent on it
+    # then fails with "Server disconnected without sending a response" (seen with the real server). A new
+    # loopback connection per request costs well under a millisecond (inside TTFT, as for a fresh client).
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=0)
     t0 = time.perf_counter_ns()
     records: dict[int, RequestRecord] = {}
     sent: dict[int, int] = {}  # index -> send time (ns), for requests still in flight when the limit cuts them

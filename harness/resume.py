@@ -95,6 +95,15 @@ def load_state(run_dir: Path) -> ResumeState:
         raise HarnessError(f"--resume {run_dir}: the run is still going (process {pid}); stop it first")
     state = ResumeState(run_dir, record)
     state.done = rows_done(run_dir)
+    planned = record.get("planned_samples")
+    stray = sorted(seq for seq in state.done if isinstance(planned, int) and not 0 <= seq < planned)
+    if stray:
+        # A row the plan never had (an edited or merged results.csv) would survive into a run of more rows
+        # than planned; refusing keeps every row the user has, where silently dropping one would not.
+        raise HarnessError(
+            f"--resume {run_dir}: {RESULTS_CSV} has {len(stray)} row(s) that are not in the run's plan of {planned} "
+            f"samples (sample_seq {', '.join(map(str, stray[:3]))}); remove them or start a new run"
+        )
     return state
 
 

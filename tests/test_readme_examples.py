@@ -49,10 +49,10 @@ SKIPS: tuple[tuple[str, str], ...] = (
     (r"\bcrosscheck\b", "runs llama.cpp's own tools against the harness on a real model: minutes"),
     (r"\bjudge\b", "needs a judge model served over HTTP"),
     (r"onnx-int\d|onnx-fp\d", "needs a model built by `prepare onnx` first"),
-    # A hub Qwen id (qwen2.5-…, qwen3-…), not the generated tiny-qwen2 or the talk alibaba-qwen.
-    (r"(?<![\w-])qwen\d", "a Qwen model from a hub (Hugging Face/ModelScope): not reachable here"),
+    # A real Qwen id (qwen2.5-…, qwen3-…), not the generated tiny-qwen2 or the talk alibaba-qwen.
+    (r"(?<![\w-])qwen\d", "a real Qwen model: a hub (not reachable here) or a 0.5-1 GB download"),
     (r"--provider (qnn|openvino|cuda|dml|coreml|webgpu)\b", "needs that execution provider's hardware"),
-    (r"\bmodels pull\b", "downloads weights"),
+    (r"\bmodels pull\b(?! tiny-)", "downloads weights"),  # the tiny models are generated here instead
     (r"--via\b|--server-pid\b|--concurrency\b|\bopenai\b", "needs an inference server"),
     (r"--fleet\b|\bfleet worker\b", "needs a Dask scheduler and devices"),
     (r"--by device\b", "needs a fleet run (rows from several devices)"),

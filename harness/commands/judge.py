@@ -45,26 +45,46 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         ),
     )
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help=f"run directory with {SUMMARIES_JSONL}")
-    p.add_argument("--judge-endpoint", metavar="URL", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8080")
+    p.add_argument(
+        "--judge-endpoint",
+        metavar="URL",
+        help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8080 (default: none; required without --via)",
+    )
     p.add_argument(
         "--judge-model",
         required=True,
         metavar="NAME",
         help="the served model name; with --via, a models.yaml id that is served for the judging",
     )
-    p.add_argument("--via", metavar="SERVER", help="serve --judge-model here: llama-cpp-server, llama-server")
-    p.add_argument("--models-file", type=Path, metavar="PATH", help="models.yaml for --via (default: the shipped one)")
-    p.add_argument("--threads", type=int, default=None, help="--via: server threads (default: all cores)")
-    p.add_argument("--judge-n-ctx", type=int, default=DEFAULT_JUDGE_N_CTX, help="--via: the judge's context size")
+    p.add_argument(
+        "--via",
+        metavar="SERVER",
+        help="serve --judge-model here: llama-cpp-server, llama-server (default: none, use --judge-endpoint)",
+    )
+    p.add_argument(
+        "--models-file", type=Path, metavar="FILE.yaml", help="models.yaml for --via (default: the shipped one)"
+    )
+    p.add_argument("--threads", type=int, default=None, metavar="N", help="--via: server threads (default: all cores)")
+    p.add_argument(
+        "--judge-n-ctx", type=int, default=DEFAULT_JUDGE_N_CTX, metavar="N", help="--via: the judge's context size"
+    )
     p.add_argument("--offline", action="store_true", help="--via: use only cached weights")
-    p.add_argument("--pairwise", type=Path, metavar="RUN_B", help="judge RUN_DIR's summaries against RUN_B's")
-    p.add_argument("--pairwise-models", metavar="A,B", help="judge two models of RUN_DIR against each other")
-    p.add_argument("--talks", metavar="IDS", help="comma-separated talk ids to judge (default: all)")
-    p.add_argument("--models", metavar="IDS", help="comma-separated models of the run to judge (default: all)")
-    p.add_argument("--max-tokens", type=int, default=96, help="answer length cap per request")
-    p.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
-    p.add_argument("--max-source-chars", type=int, default=4000, help="talk characters shown to the judge")
-    p.add_argument("--api-key-env", metavar="VAR", help="environment variable holding the endpoint's API key")
+    p.add_argument(
+        "--pairwise", type=Path, metavar="RUN_B", help="judge RUN_DIR's summaries against RUN_B's (default: rubric)"
+    )
+    p.add_argument(
+        "--pairwise-models", metavar="A,B", help="judge two models of RUN_DIR against each other (default: rubric)"
+    )
+    p.add_argument("--talks", metavar="ID[,ID…]", help="talks to judge (default: all)")
+    p.add_argument("--models", metavar="ID[,ID…]", help="models of the run to judge (default: all)")
+    p.add_argument("--max-tokens", type=int, default=96, metavar="N", help="answer length cap per request")
+    p.add_argument("--timeout", type=float, default=120.0, metavar="S", help="seconds per request")
+    p.add_argument(
+        "--max-source-chars", type=int, default=4000, metavar="N", help="talk characters shown to the judge"
+    )
+    p.add_argument(
+        "--api-key-env", metavar="VAR", help="environment variable holding the endpoint's API key (default: none)"
+    )
     p.set_defaults(func=run)
 
 

@@ -20,7 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="per device: each model's best config, quality/speed/memory side by side, Pareto-optimal marked",
         description="From every run in the results store: per device, each model's best config (sorted by the "
         "metrics in the order given, each in its better direction), with the metrics side by side; * marks "
-        "the models no other model on that device beats on every metric (Pareto-optimal).",
+        "the models no other model on that device beats on every metric (Pareto-optimal); random-weight models "
+        "(generated, e.g. tiny-qwen2) and configs whose outputs are mostly degenerate take no part in that mark. "
+        "The table rounds by unit; csv and json keep the stored values.",
     )
     p.add_argument(
         "--metric",
@@ -93,6 +95,9 @@ def _leaderboard(args: argparse.Namespace) -> int:
             "degenerate: samples looping into the token cap or in the wrong language, of those judged; "
             "not in the Pareto mark: random-weight models and mostly degenerate configs"
         )
+        for device, rows_of in table.groupby("device", sort=False):
+            if rows_of["excluded"].astype(bool).all():
+                print(f"{device}: every model is random-weight or mostly degenerate, so none is marked Pareto-optimal")
         if board.shared_text():
             print(f"every row: {board.shared_text()}")
     return 0

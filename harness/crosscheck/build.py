@@ -182,8 +182,8 @@ def ensure_built(
             for tool in TOOLS:
                 shutil.copy2(binaries / tool, staging / tool)
             for lib in sorted(build.rglob("lib*.so*")):
-                if lib.is_file() and not (staging / lib.name).exists():
-                    shutil.copy2(lib, staging / lib.name)
+                if (lib.is_file() or lib.is_symlink()) and not (staging / lib.name).exists():
+                    shutil.copy2(lib, staging / lib.name, follow_symlinks=False)  # keep the .so links
             seconds = time.perf_counter() - t0
             data = {
                 "package": PACKAGE,

@@ -288,8 +288,7 @@ def quality_figure(
         if lo < 0:
             ax.set_xlim(0, hi)
         ax.set_ylim(0, max(ax.get_ylim()[1], float(pts[y].max()) * 1.25))
-        # The front's names are placed first, so they get the spots nearest their points.
-        order = sorted(named, key=lambda i: (i not in front, i))
+        order = sorted(named)
         notes = [
             ax.annotate(
                 text_of[i],
@@ -361,9 +360,10 @@ def _place_labels(
             box = note.get_window_extent(renderer)
             overlap = sum(area(Bbox.intersection(box, t)) for t in taken)
             outside = area(box) - area(Bbox.intersection(box, frame))
-            # Outside the axes a label covers tick labels or the axis title: never better than an overlap.
+            # Where every spot collides somewhere, a small pull towards the point keeps a label from
+            # settling far from it for a marginally smaller overlap.
             distance = abs(spot[0]) + abs(spot[1])
-            cost = overlap + 4 * outside + (distance if overlap + outside else 0)
+            cost = overlap + outside + (0.1 * distance if overlap + outside else 0)
             if best is None or cost < best[0]:
                 best = (cost, spot)
             if cost == 0:

@@ -75,7 +75,8 @@ def connect(db: Path, *, read_only: bool = False, sandboxed: bool = False) -> It
     except OSError as exc:
         raise HarnessError(f"cannot create the results store {db}: {exc.strerror or exc}; pass another --db") from None
     except duckdb.Error as exc:
-        raise HarnessError(f"cannot open the results store {db}: {_first_line(exc)}") from None
+        fix = "; free space or pass another --db" if isinstance(exc, duckdb.IOException) else ""
+        raise HarnessError(f"cannot open the results store {db}: {_first_line(exc)}{fix}") from None
     try:
         yield con
     finally:

@@ -31,7 +31,7 @@ import pandas as pd
 
 from harness.errors import HarnessError, unknown
 from harness.results.schema import DIRECTIONS, SPECS
-from harness.scoring.signals import MOSTLY_DEGENERATE
+from harness.scoring.signals import MOSTLY_DEGENERATE, is_degenerate
 from harness.store.duck import connect, quote_ident, table_columns
 
 DEFAULT_METRICS: tuple[str, ...] = ("rougeL_f", "decode_tok_s", "peak_rss_mb")
@@ -157,6 +157,28 @@ def _degenerate_flag(value: Any) -> float:
     return {"true": 1.0, "1": 1.0, "1.0": 1.0, "false": 0.0, "0": 0.0, "0.0": 0.0}.get(text, math.nan)
 
 
+_VERDICT_INPUTS = ("stop_reason", "repetition_rate", "lang_match")
+
+
+def _degenerate_flags(df: pd.DataFrame) -> list[float]:
+    """Per row 1/0/NaN: the stored `degenerate` verdict, else the same rule (`is_degenerate`) applied to
+    stop_reason, repetition_rate and lang_match, as the report does for runs from before the column."""
+    out = []
+    for _, row in df.iterrows():
+        flag = _degenerate_flag(row.get("degenerate"))
+        if math.isnan(flag) and "repetition_rate" in df.columns:
+            rate = pd.to_numeric(pd.Series([row.get("repetition_rate")]), errors="coerce").iloc[0]
+            match = _degenerate_flag(row.get("lang_match"))  # the same true/false spelling
+            derived = is_degenerate(
+                str(row.get("stop_reason") or ""),
+                None if pd.isna(rate) else float(rate),
+                None if math.isnan(match) else bool(match),
+            )
+            flag = math.nan if derived is None else float(derived)
+        out.append(flag)
+    return out
+
+
 def _exclusion(row: pd.Series, random_models: set[str]) -> str:
     if row["model"] in random_models:
         return RANDOM_WEIGHTS
@@ -176,7 +198,8 @@ def build(db: Path, metrics: list[str] | None = None, devices: list[str] | None 
         for name in devices or []:
             if name not in known_devices:
                 raise unknown("device", name, [d for d in known_devices if d])
-        extra = ["degenerate"] if "degenerate" in available and "degenerate" not in metrics else []
+        # The verdict columns: `degenerate` where the run wrote it, and what older runs let it be derived from.
+        extra = [c for c in ("degenerate", *_VERDICT_INPUTS) if c in available and c not in metrics]
         cols = ", ".join(
             quote_ident(c) for c in ["device", "model", "run_id", "talk_id", *config_cols, *metrics, *extra]
         )
@@ -197,8 +220,7 @@ def build(db: Path, metrics: list[str] | None = None, devices: list[str] | None 
     per_talk = df.groupby([*keys, "talk_id"], sort=False).agg(agg).reset_index()
     per_config = per_talk.groupby(keys, sort=False).agg({**agg, "talk_id": "nunique"})
     per_config = per_config.rename(columns={"talk_id": "talks"})
-    flags = df["degenerate"] if "degenerate" in df.columns else pd.Series(math.nan, index=df.index)
-    df["_degenerate"] = [_degenerate_flag(v) for v in flags]
+    df["_degenerate"] = _degenerate_flags(df)
     counts = df.groupby(keys, sort=False).agg(samples=("run_id", "size"), runs=("run_id", "nunique"),
                                               last_run=("run_id", "max"), degenerate=("_degenerate", "sum"),
                                               judged=("_degenerate", "count"))

@@ -57,7 +57,8 @@ class PypiKind(SourceKind):
             )
         extra = pip.pip_args(pip_args)
         partial = path.with_name(path.name + ".partial")
-        safefs.check_target(path)  # a planted link at the cache entry: refused, never replaced or followed
+        for target in (path, hashing.marker(path)):  # a planted link at the cache entry: refused before a download
+            safefs.check_target(target)
         digest = hashlib.sha256()
         log = pip.pip_log_path(entry)
         log.unlink(missing_ok=True)
