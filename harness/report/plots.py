@@ -24,7 +24,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from matplotlib.text import Annotation
+from matplotlib.text import Annotation, Text
 from matplotlib.ticker import FuncFormatter
 from matplotlib.transforms import Bbox
 
@@ -357,7 +357,7 @@ def _place_labels(
             note.xyann = spot[:2]
             note.set_horizontalalignment(spot[2])
             note.set_verticalalignment(spot[3])
-            box = note.get_window_extent(renderer)
+            box = _text_box(note, renderer)
             overlap = sum(area(Bbox.intersection(box, t)) for t in taken)
             outside = area(box) - area(Bbox.intersection(box, frame))
             # Where every spot collides somewhere, a small pull towards the point keeps a label from
@@ -374,8 +374,20 @@ def _place_labels(
         note.set_verticalalignment(best[1][3])
         if abs(best[1][0]) + abs(best[1][1]) < 30 and note.arrow_patch is not None:
             note.arrow_patch.set_visible(False)  # next to its point: no leader line needed
-        taken.append(note.get_window_extent(renderer))
+        taken.append(_text_box(note, renderer))
     return taken[-len(notes) :] if notes else []
+
+
+def _text_box(note: Annotation, renderer: object) -> Bbox:
+    """A label's text and its white box, in display pixels, without the leader line: the annotation's own
+    extent includes the line, which always reaches the point and the error bars crossing it, so every
+    spot would seem to collide and the label would be pushed far away."""
+    whole = note.get_window_extent(renderer)  # also positions the text at its current offset
+    boxes = [Text.get_window_extent(note, renderer)]
+    patch = note.get_bbox_patch()
+    if patch is not None:
+        boxes.append(patch.get_window_extent(renderer))
+    return Bbox.union(boxes) if whole.width or whole.height else whole
 
 
 MAX_POINT_LABELS = 10  # more points than this: only the Pareto front is named (quality_figure)
