@@ -386,6 +386,7 @@ def _text_box(note: Annotation, renderer: object) -> Bbox:
     boxes = [Text.get_window_extent(note, renderer)]
     patch = note.get_bbox_patch()
     if patch is not None:
+        note.update_bbox_position_size(renderer)  # the patch follows the text only when drawn otherwise
         boxes.append(patch.get_window_extent(renderer))
     return Bbox.union(boxes) if whole.width or whole.height else whole
 

@@ -99,10 +99,12 @@ class AppendOnlyFile:
     def read_all(self) -> bytes:
         """The file's bytes as they are now (read through the open descriptor)."""
         chunks: list[bytes] = []
-        offset = 0
-        while chunk := os.pread(self.fd, 1 << 20, offset):
-            chunks.append(chunk)
-            offset += len(chunk)
+        os.lseek(self.fd, 0, os.SEEK_SET)  # lseek + read rather than pread: Windows has no pread
+        try:
+            while chunk := os.read(self.fd, 1 << 20):
+                chunks.append(chunk)
+        finally:
+            os.lseek(self.fd, self._end, os.SEEK_SET)
         return b"".join(chunks)
 
     def append(self, data: bytes) -> None:

@@ -28,9 +28,7 @@ SURROGATE_CORPUS: dict[str, str] = {
     "in-title": '{"id": "b", "text": "正文", "references": ["r"], "title": "\\udc80"}\n',
 }
 
-LAUGHS = "".join(
-    f"{chr(97 + i)}: &{chr(97 + i)} [{', '.join([f'*{chr(96 + i)}'] * 10)}]\n" for i in range(1, 10)
-)
+LAUGHS = "".join(f"{chr(97 + i)}: &{chr(97 + i)} [{', '.join([f'*{chr(96 + i)}'] * 10)}]\n" for i in range(1, 10))
 
 # models.yaml (or registered.yaml) bodies -> what the one line names
 BAD_YAML: dict[str, tuple[bytes, tuple[str, ...]]] = {
