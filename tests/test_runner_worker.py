@@ -76,7 +76,7 @@ def test_killed_worker_gives_error_rows_and_the_run_goes_on(
     assert len(dies) == 4 and errors == 3
     assert dies.iloc[0]["status"] == "ok"  # written before the crash, kept
     assert (dies.iloc[1:]["status"] == "error").all()
-    assert dies.iloc[1]["error"] == "worker process killed by signal SIGKILL"
+    assert dies.iloc[1]["error"] == "worker process killed by signal SIGKILL during sample"  # the phase it died in
     assert (df[df["model"] == "fine"]["status"] == "ok").all() and len(df[df["model"] == "fine"]) == 4
     assert len((run_dir / "summaries.jsonl").read_text(encoding="utf-8").splitlines()) == 8
 
