@@ -59,8 +59,14 @@ def test_outliers_are_rounds_far_from_the_median() -> None:
 
 def test_summary_ratios_and_intervals() -> None:
     harness = [_harness_sample(decode=d) for d in (51.0, 50.0, 49.0)]
+    harness[1].noisy = True  # the harness's own noise flag is carried, not judged here
     bench = [BenchSample(300.0, 50.0, [300.0], [50.0], "abc", []) for _ in harness]
     report = measure.summarize(harness, bench, 3.0)
+    assert report["noisy_rounds"] == [1]
+    assert any(line.startswith("noisy: the harness flagged round(s) 2") for line in measure.format_report(
+        {**report, "settings": {"model": "m", "talk": "t", "depth": 1, "tokens": 1, "threads": 1, "flash_attn": False,
+                                "repack_used": None, "n_batch": 1, "n_ubatch": 1, "poll": 50, "prio": 0, "rounds": 3}}
+    ))  # fmt: skip
     decode = report["ratios"]["decode"]
     assert decode["per_round"] == pytest.approx([1.02, 1.0, 0.98]) and decode["mean"] == pytest.approx(1.0)
     assert decode["lo"] < 1.0 < decode["hi"] and decode["n"] == 3
@@ -221,6 +227,7 @@ def test_llama_server_command_uses_the_build_and_a_slot_per_level(
     settings = ServerSettings("m", tmp_path / "m.gguf", threads=2, n_ctx=4096, log_path=tmp_path / "log", parallel=4)
     server = server_class("llama-server")(settings)
     command = server.command()
+
     def value(flag: str) -> str:
         return command[command.index(flag) + 1]
 

@@ -1,5 +1,10 @@
 """Measure the harness's decode speed against llama.cpp driven directly, at the same depth, interleaved.
 
+For the harness against llama-bench itself use `harness crosscheck` (harness/crosscheck/), which replaces this
+script's llama-bench arm: prefill and decode, the same threads/flash-attn/repack/batch/threadpool settings, and
+llama-bench built from the vendored sources by `harness tools build`. This script stays for its `reference`
+arm (llama.cpp's low-level API in a fresh process, no harness code), which crosscheck does not have.
+
 Why: decode_tok_s in a harness run should be what the engine delivers on the machine, not what the harness
 leaves of it (its memory sampler waking on a core the engine needs, thread-pool settings, Python per
 token). This script runs, in alternating order each round so that drift over time hits every arm alike:

@@ -15,6 +15,7 @@ reports as long documents); anything else given to `--corpus` is a JSONL file.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -80,10 +81,22 @@ def detect_lang(text: str) -> str:
     return "zh" if letters and cjk / letters > 0.2 else "en"
 
 
+# A talk id: what `--talks` names and results.csv rows carry. Any Unicode letter or digit (ids may be Chinese),
+# never a formula prefix, whitespace, a control, format (bidi, zero-width) or other invisible character.
+TALK_ID = re.compile(r"^[^\W_][\w.-]{0,127}$")
+
+
 def _parse_line(obj: dict[str, Any], where: str) -> Talk:
     for key in ("id", "text"):
         if not isinstance(obj.get(key), str) or not obj[key].strip():
             raise HarnessError(f'{where}: "{key}" must be a non-empty string')
+    if not TALK_ID.match(obj["id"]):
+        shown = obj["id"].encode("unicode_escape").decode("ascii")[:60]
+        raise HarnessError(
+            f'{where}: talk id "{shown}" is not a plain name: use letters, digits, ".", "_" and "-", starting with '
+            "a letter or digit (ids name rows in CSV files and on the command line: a leading =, +, - or @ would "
+            "be a spreadsheet formula, an invisible or bidi character an id that looks like another)"
+        )
     refs = obj.get("references")
     if not isinstance(refs, list) or not refs or not all(isinstance(r, str) and r.strip() for r in refs):
         raise HarnessError(f'{where}: "references" must be a non-empty list of strings')

@@ -84,6 +84,7 @@ class HarnessSample:
     n_ubatch: int
     threadpool: dict[str, Any] = field(default_factory=dict)
     run_dir: str = ""
+    noisy: bool | None = None  # the harness's own noise flag for the sample (other processes on its cores)
 
 
 @dataclass
@@ -202,6 +203,7 @@ def read_harness_run(run_dir: Path, model: str) -> HarnessSample:
         n_ubatch=int(engine.get("n_ubatch") or DEFAULT_N_UBATCH),
         threadpool={k: v for k, v in engine.items() if k.startswith("threadpool") or k == "openmp"},
         run_dir=str(run_dir),
+        noisy={"true": True, "1": True, "false": False, "0": False}.get((row.get("noisy") or "").strip().lower()),
     )
 
 
@@ -270,6 +272,7 @@ def summarize(harness: Sequence[HarnessSample], bench: Sequence[BenchSample], to
         "tg_tok_s": ci([b.tg_tok_s for b in bench]),
         "ms_per_token": ci([1000.0 / b.tg_tok_s for b in bench]),  # its only per-token figure: a mean
     }
+    out["noisy_rounds"] = [i for i, h in enumerate(harness) if h.noisy]
     out["outlier_rounds"] = {
         "harness_prefill": outliers([h.prefill_tok_s for h in harness]),
         "harness_decode": outliers([h.decode_tok_s for h in harness]),
@@ -370,6 +373,9 @@ def format_report(report: dict[str, Any]) -> list[str]:
     for name, label in (("prefill", "prefill"), ("decode", "decode"), ("engine_decode", "engine decode counter")):
         r = report["ratios"][name]
         lines.append(f"ratio {label:<22} harness / llama-bench {_ci(r, '.3f')} -> {r['verdict']} (tolerance {tol:g} %)")
+    if report.get("noisy_rounds"):
+        rounds = ", ".join(str(i + 1) for i in report["noisy_rounds"])
+        lines.append(f"noisy: the harness flagged round(s) {rounds} (other processes on its cores): not representative")
     flagged = {k: v for k, v in report["outlier_rounds"].items() if v}
     if flagged:
         listed = "; ".join(f"{k} round(s) {', '.join(str(i + 1) for i in v)}" for k, v in flagged.items())

@@ -45,7 +45,13 @@ OPTIONAL: tuple[str, ...] = (DEGENERATE, TOKENS_PER_CHAR)
 _FORMAT = {"s": ".3f", "tok/s": ".1f", "MiB": ".0f", "0-1": ".3f"}
 # The printed per-model table shows these (summary_models.csv has every summary metric).
 _MODEL_TABLE: tuple[str, ...] = tuple(
-    m for m in ("ttft_s", "decode_tok_s", "peak_rss_mb", "rouge1_f", "rouge2_f", "rougeL_f") if m in METRICS
+    m
+    for m in (
+        "ttft_s", "decode_tok_s", "peak_rss_mb", "rouge1_f", "rouge2_f", "rougeL_f",
+        # How the summary relates to its source (harness.scoring.extractive / .unsupported): ROUGE rewards copying.
+        "extractive_coverage", "extractive_density", "unsupported_numbers",
+    )
+    if m in METRICS
 )
 
 

@@ -59,9 +59,10 @@ def _decode(tmp_path: Path, label: str, with_noise: bool, monkeypatch: pytest.Mo
         cfg = RunConfig(
             models=["tiny-qwen2"], talks=["alibaba-qwen"], repeats=3, out=tmp_path / label, measure_bandwidth=False
         )
-        run_dir, errors = Runner(cfg, echo=lambda _line: None).run()
-    assert errors == 0
-    return pd.read_csv(run_dir / "results.csv")["decode_tok_s"].tolist()
+        runner = Runner(cfg, echo=lambda _line: None)
+        run_dir, errors = runner.run()
+    assert errors == 0 and runner.status == "complete", runner.status  # e.g. interrupted by a signal
+    return pd.read_csv(run_dir / "results.csv")["decode_tok_s"].dropna().tolist()
 
 
 def test_noise_tracker_decode_cost_interleaved(benchmark, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

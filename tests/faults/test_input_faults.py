@@ -32,6 +32,12 @@ CORPUS_CASES: dict[str, tuple[bytes, tuple[str, ...]]] = {
     "bad-lang": (b'{"id": "a", "text": "t", "references": ["r"], "lang": "fr"}\n', ("c.jsonl:1", '"lang"')),
     "array-line": (b'["id", "a"]\n', ("c.jsonl:1", "expected")),
     "empty": (b"\n\n", ("no talks",)),
+    # Ids name CSV rows: a formula prefix would run in a spreadsheet, an invisible/bidi character would make an
+    # id that looks like another one (its "did you mean" identical to what was typed).
+    "formula-id": (b'{"id": "=HYPERLINK(\\"x\\")", "text": "t", "references": ["r"]}\n', ("c.jsonl:1", "plain name")),
+    "at-sum-id": (b'{"id": "@SUM(A1)", "text": "t", "references": ["r"]}\n', ("c.jsonl:1", "plain name")),
+    "bidi-id": ('{"id": "talk\u202ea", "text": "t", "references": ["r"]}\n'.encode(), ("c.jsonl:1", "\\u202e")),
+    "zero-width-id": ('{"id": "ta\u200blk", "text": "t", "references": ["r"]}\n'.encode(), ("c.jsonl:1", "\\u200b")),
 }
 
 MODELS_CASES: dict[str, tuple[str, tuple[str, ...]]] = {
