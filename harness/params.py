@@ -1,7 +1,7 @@
 """Every option of `harness run` in one table: flag, parser, default, help, whether it sweeps, its bounds.
 
 Why one table: the parser (`harness run --help` shows every default), the validation (0, negatives,
-duplicates are usage errors with one line, never silently replaced) and the README's options table are
+duplicates are usage errors with one line, never silently replaced) and the options table of docs/running.md are
 all generated from `PARAMS`, so they cannot drift apart. Adding an option is one `Param(...)` entry; its
 `name` is the `RunConfig` field it fills (`config=False` for options only the command itself reads).
 
@@ -133,7 +133,7 @@ class Param:
 
     kind: "value" (one value), "list" (comma list of ids, no duplicates), "sweep" (comma list and ranges:
     one run per value, see `expand`), "flag" (on when given). `minimum`/`maximum`/`choices` bound every
-    value; `default_text` is how a default computed at run time is shown in --help and the README.
+    value; `default_text` is how a default computed at run time is shown in --help and docs/running.md.
     """
 
     name: str
@@ -284,7 +284,7 @@ PARAMS: tuple[Param, ...] = (
        "complete an interrupted or failed run in its own directory, with its recorded configuration "
        "(skips samples that have a row; other options are refused)",
        parse=Path, metavar="RUN_DIR", default_text="a new run", config=False, group="how"),
-    # --- serving over HTTP (harness.serving, harness.load; README: Benchmarking a server) -----------------
+    # --- serving over HTTP (harness.serving, harness.load; docs/servers.md) -----------------
     _p("via", "--via",
        "benchmark llama_cpp entries through a local server the harness starts and stops: llama-cpp-server "
        "(llama-cpp-python's, pip install 'harness[server]'), llama-server (binary on PATH) or ollama (daemon)",
@@ -300,14 +300,14 @@ PARAMS: tuple[Param, ...] = (
     _p("slo", "--slo", "goodput bounds for --concurrency: ttft, itl (time per output token), e2e, with s or ms",
        parse=str, metavar="ttft=2s,itl=100ms", default_text="ttft=2s,itl=100ms", group="serving"),
     # --- fleet and results store (harness.fleet, harness.store) ------------------------------------------
-    _p("fleet", "--fleet", "run on the devices of this Dask scheduler, merged into one run (README: A fleet of "
-       "devices)", metavar="tcp://HOST:PORT", default_text="this machine", config=False, group="fleet"),
+    _p("fleet", "--fleet", "run on the devices of this Dask scheduler, merged into one run (docs/fleet.md)",
+       metavar="tcp://HOST:PORT", default_text="this machine", config=False, group="fleet"),
     _p("devices", "--devices", "with --fleet: which devices: all, names, tag:T, or a mix (a,tag:npu)",
        default="all", metavar="all|NAME,…|tag:T", config=False, group="fleet"),
     _p("retry_window", "--retry-window",
        "with --fleet: a device lost mid-job that rejoins within SECONDS re-runs the job once (0 = never)",
        default=0.0, parse=parse_float, minimum=0, metavar="SECONDS", config=False, group="fleet"),
-    _p("db", "--db", "ingest the finished run into this DuckDB results store (README: Results store)",
+    _p("db", "--db", "ingest the finished run into this DuckDB results store (docs/store.md)",
        parse=Path, metavar="PATH", default_text="no store", config=False, group="fleet"),
 )
 
@@ -543,11 +543,11 @@ def thread_warnings(configs: Iterable[Config], cores: int) -> list[str]:
     ]
 
 
-# --- README ----------------------------------------------------------------------------------------------
+# --- docs/running.md ----------------------------------------------------------------------------------------------
 
 
 def describe(params: Iterable[Param] = PARAMS) -> str:
-    """Markdown table of the options, for the README (generated, checked by a test)."""
+    """Markdown table of the options, for docs/running.md (generated, checked by a test)."""
     lines = ["| option | default | sweeps | meaning |", "|---|---|---|---|"]
     for p in params:
         flag = f"`{p.flag}{f' {p.metavar}' if p.metavar and p.kind != 'flag' else ''}`"

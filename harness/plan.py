@@ -7,7 +7,7 @@ front (the worker receives one sample at a time) and records it: `sample_seq` in
 sample's index in this plan, and run.json keeps the plan.
 
 Each model x config is one group, run by its own worker (a config is a set of engine settings the
-model is loaded with). Orders (documented in the README, "Sweeps"):
+model is loaded with). Orders (documented in docs/running.md, "Sweeps"):
 - default (`round-robin`): models one after another. Within a model, repeats go round-robin over talks
   (talk1 r0, talk2 r0, ..., talk1 r1, ...) and, when settings are swept, the model's configs alternate at
   every step (all of its workers loaded at once), so drift does not line up with a setting either.

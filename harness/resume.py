@@ -3,7 +3,7 @@
 Why: a long run stopped by SIGTERM, Ctrl-C, a full disk or a power cut has rows worth keeping; running
 it again from scratch wastes them, and a second directory would split one measurement in two.
 
-Rules (README, "Failures and interruptions"):
+Rules (docs/running.md, "Failures and interruptions"):
 
 - The configuration is the run's own: the command line recorded in run.json is parsed again (in the
   working directory it was started from), so a resumed run cannot silently differ from the original.

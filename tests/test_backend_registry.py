@@ -198,6 +198,7 @@ def test_flags_from_models_yaml_then_command_line_overrides() -> None:
     assert flag_defaults(llama) == {
         "n_gpu_layers": 0,
         "flash_attn": False,
+        "repack": None,  # auto: on unless the run's self-check saw it crash (harness.backends.llama_cpp_repack)
         "use_mmap": True,
         "n_batch": None,
         "n_ubatch": None,

@@ -22,9 +22,6 @@ from harness.backends.llama_cpp_repack import FAULT_ENV, check_repack, model_par
 from harness.models.generators import GENERATORS
 
 pytest.importorskip("llama_cpp")
-import llama_cpp  # noqa: E402
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def _cli(*args: str, env_extra: dict[str, str] | None = None, timeout: float = 240) -> subprocess.CompletedProcess:

@@ -9,7 +9,7 @@ figures below need exactly those -- llama-server's `timings`, ollama's native `e
 and the arrival time of each chunk. httpx streams the response; its `iter_lines()` does the line framing, and
 this module only splits the `data:` lines of server-sent events.
 
-How each figure is defined (also in the README, "Benchmarking a server"):
+How each figure is defined (also in docs/servers.md):
 
     t0   = just before the request is written (after rendering the prompt; includes connection set-up)
     t1   = arrival of the first chunk that carries generated text

@@ -1,4 +1,4 @@
-"""`harness db ingest|query|export`: the DuckDB results store (see harness.store, README "Results store")."""
+"""`harness db ingest|query|export`: the DuckDB results store (see harness.store, docs/store.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`harness fleet worker`: make this device part of a fleet (see harness.fleet and README "A fleet of devices")."""
+"""`harness fleet worker`: make this device part of a fleet (see harness.fleet and docs/fleet.md)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ Why: a worker can stall -- stuck in native code, starved, stopped (SIGSTOP, a de
 without a deadline the parent would wait on it forever, or write a stalled sample as `ok` at a fraction
 of its real speed once it recovers.
 
-Policy (documented in the README, "Failures and interruptions"):
+Policy (documented in docs/running.md, "Failures and interruptions"):
 
 - Each sample has a deadline: `--sample-timeout S`, or by default `default_sample_timeout()` = 60 s +
   the largest prompt the context allows at a floor prefill rate of 20 tok/s + max_new_tokens at a floor

@@ -1,6 +1,6 @@
 """Compare runs against a baseline, model by model, paired by talk.
 
-Method (the README's "Comparing runs" says the same in fewer words):
+Method (docs/comparing.md says the same in fewer words):
 
 - Samples are matched on model x talk (x provider when both runs record one); only status=ok rows count.
   Each talk's value is the mean over its repeats (harness.results.aggregate, shared with summary and report).

@@ -1,7 +1,7 @@
 """The results.csv schema: one row per model x talk x repeat, and the one table of facts about each column.
 
 Column names are a stable interface (compare, report and users' notebooks read them). Add columns at the
-end of a group; never rename. `COLUMNS` is the order written; `describe()` feeds the README table.
+end of a group; never rename. `COLUMNS` is the order written; `describe()` feeds the table in docs/results.md.
 
 Each column declares what it is (`kind`: identity, setting, metric or info), whether its cells are numbers,
 which direction is better, how a model's samples combine into one figure (`aggregate`), and in which
@@ -455,7 +455,7 @@ def view(name: View) -> tuple[str, ...]:
 
 
 def describe() -> str:
-    """Markdown table of the columns, for the README."""
+    """Markdown table of the columns, for docs/results.md."""
     lines = ["| column | unit | better | meaning |", "|---|---|---|---|"]
     lines += [f"| `{c.name}` | {c.unit} | {c.better} | {c.doc} |" for c in COLUMN_SPECS]
     return "\n".join(lines)

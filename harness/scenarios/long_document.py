@@ -8,7 +8,7 @@ stage's prompt and count it with the model's own tokenizer (`n_ctx - max_new_tok
 A document that fits whole is summarised in one call with the ordinary summarize prompt, exactly as
 `truncate` would, so strategies compare on equal terms where they do not differ.
 
-Per sample (README "Long documents"):
+Per sample (docs/running.md, "Long documents"):
 - `ttft_s`, `prefill_tok_s`, `prompt_tokens`, `output_tokens`, `decode_tok_s` and the ITL columns are the
   *first* stage's: what a user waits for before anything appears, measured like a one-call sample.
 - `e2e_s` runs from the first stage's prompt submission to the end of the last stage: all stages, and the
