@@ -107,6 +107,7 @@ class Serving:
             flash_attn=bool(getattr(flags, "flash_attn", False)),
             repack=getattr(flags, "repack", None) is not False,
             use_mmap=bool(getattr(flags, "use_mmap", True)),
+            parallel=max(self.levels, default=1),  # a slot per request of the highest load level (n_ctx each)
             ready_timeout_s=self.ready_timeout_s,
         )
         server = server_class(self.via)(settings)
@@ -229,4 +230,5 @@ class Serving:
             with contextlib.suppress(Exception):
                 backend.close()
         echo(f"   load: {len(requests)} requests per level, levels {','.join(map(str, self.levels))}, slo {self.slo}")
-        return run_load(client, requests, self.levels, self.slo, run_dir, served.entry.id, echo)
+        slots = served.server.slots if served.server is not None else None
+        return run_load(client, requests, self.levels, self.slo, run_dir, served.entry.id, echo, slots=slots)

@@ -76,7 +76,13 @@ def _finish(runner: Runner, db: object = None) -> int:
         return exc.exit_code
     if db and runner.interrupted is None:
         _ingest(Path(str(db)), run_dir)
-    print(run_dir)
+    # Failed samples: one line before the run directory, which stays the last line printed.
+    if runner.interrupted is None and runner.status == "failed":
+        print(f"harness run: {runner.failure}", file=sys.stderr, flush=True)
+    elif runner.interrupted is None and errors:
+        print(f"harness run: {errors} of {runner.rows_written} samples failed (first: {runner.first_error})",
+              file=sys.stderr, flush=True)
+    print(run_dir, flush=True)
     if runner.interrupted is not None:
         print(
             f"harness run: interrupted by {runner.interrupted.signal_name}: {runner.rows_written} of "
@@ -84,13 +90,7 @@ def _finish(runner: Runner, db: object = None) -> int:
             file=sys.stderr,
         )
         return runner.interrupted.exit_code
-    if runner.status == "failed":
-        print(f"harness run: {runner.failure}", file=sys.stderr)
-        return EXIT_ALL_FAILED
-    if errors:
-        print(f"harness run: {errors} of {runner.rows_written} samples failed (first: {runner.first_error})",
-              file=sys.stderr)
-    return 1 if errors else 0
+    return EXIT_ALL_FAILED if runner.status == "failed" else 1 if errors else 0
 
 
 def _resume(args: argparse.Namespace, run_dir: Path) -> int:

@@ -45,7 +45,7 @@ def ok_row(
 ) -> dict[str, Any]:
     lat = result.latency
     scores = score_summary(result.text, talk.references_for(ctx.lang), ctx.lang, source=talk.text)
-    # Roofline: a decode step streams the weights it uses plus the KV cache at its depth (docs/methodology.md, "Roofline").
+    # Roofline: a decode step streams the weights it uses plus the KV cache at its depth (docs/methodology.md).
     weights = ctx.weights_read_bytes or ctx.weight_bytes
     kv_read = ctx.kv_shape.mean_read_bytes(lat.prompt_tokens, lat.output_tokens) if ctx.kv_shape else None
     return {

@@ -31,6 +31,11 @@ class LlamaCppPythonServer(ManagedServer):
         if missing:
             raise HarnessError(f"--via {cls.name} needs {', '.join(missing)}; {cls.install_hint}")
 
+    @property
+    def slots(self) -> int:
+        """llama-cpp-python's server runs one request at a time and queues the rest."""
+        return 1
+
     def command(self) -> list[str]:
         s = self.settings
         return [
