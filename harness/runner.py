@@ -640,7 +640,7 @@ class Runner:
     def _engine_self_check(self, record: dict[str, Any]) -> None:
         """Before the first llama.cpp model: does weight repacking run on this CPU? Cached per build x CPU.
         A crash turns repack off for every model left on auto, with one line saying why."""
-        if not any(e.backend == "llama_cpp" for e in self.entries):
+        if not any(_has_repack(e) for e in self.entries):
             return
         verdict = self.repack_verdict = check_repack(cache_dir())
         applied = "repack on (llama.cpp's default)"
@@ -662,7 +662,7 @@ class Runner:
         asked = config.get("repack")
         if asked is not None:
             return bool(asked)
-        if "repack" in entry.flags or entry.backend != "llama_cpp":
+        if "repack" in entry.flags or not _has_repack(entry):
             return None
         if self.repack_verdict is not None and self.repack_verdict.repack_ok is False:
             return False
@@ -950,6 +950,13 @@ def engine_gap_warning(model_id: str, gaps: list[tuple[float, float | None]]) ->
         f"(> {ENGINE_TOLERANCE_PCT:g}%) on {len(off)}/{len(gaps)} samples; median time outside the engine "
         f"per token {median} (sampling over the vocabulary + Python loop: outside_engine_ms_per_tok)"
     )
+
+
+def _has_repack(entry: ModelEntry) -> bool:
+    """The entry's backend has llama.cpp's repack setting (a `repack` flag): the self-check concerns it."""
+    import dataclasses
+
+    return "repack" in {f.name for f in dataclasses.fields(backend_class(entry.backend).flags_type)}
 
 
 def _effective_repack(flags: BackendFlags) -> bool | None:

@@ -86,7 +86,8 @@ def test_unknown_server_and_missing_binary(monkeypatch: pytest.MonkeyPatch, tmp_
 def test_llama_cpp_server_command_pins_template_and_queues_requests(tmp_path: Path) -> None:
     server = server_class("llama-cpp-server")(_settings(tmp_path, timeout=1))
     command = server.command()
-    assert command[:3] == [sys.executable, "-m", "llama_cpp.server"]
+    # Through the launcher that sets llama.cpp's repack switch (llama-cpp-python's settings have none).
+    assert command[:5] == [sys.executable, "-m", "harness.servers.llama_cpp_server_main", "--repack", "1"]
     pairs = dict(zip(command[3::2], command[4::2], strict=True))
     assert pairs["--chat_format"] == "chat_template.default" and pairs["--interrupt_requests"] == "False"
     assert pairs["--host"] == "127.0.0.1" and pairs["--n_threads"] == pairs["--n_threads_batch"] == "1"

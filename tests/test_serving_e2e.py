@@ -191,7 +191,7 @@ def test_killed_server_fails_its_remaining_samples_and_the_run_goes_on(
             rows = list(out.glob("*/results.csv"))
             if rows and len(rows[0].read_text(encoding="utf-8").splitlines()) >= 2:  # header + one row
                 for child in psutil.Process(proc.pid).children(recursive=True):
-                    if "llama_cpp.server" in " ".join(child.cmdline()):
+                    if "llama_cpp_server_main" in " ".join(child.cmdline()):  # the server's launcher process
                         child.kill()
                         killed.append(child.pid)
                         return
@@ -208,3 +208,5 @@ def test_killed_server_fails_its_remaining_samples_and_the_run_goes_on(
     assert len(a) == len(b) == 5
     assert a["status"].iloc[0] == "ok" and (a["status"].iloc[1:] == "error").all()
     assert a["error"].iloc[-1] and (b["status"] == "ok").all()
+    # The server's own end, not the client's network error.
+    assert "was killed by signal SIGKILL" in a["error"].iloc[1], a["error"].iloc[1]

@@ -122,7 +122,7 @@ def test_chat_template_cannot_escape_its_sandbox(tmp_path: Path) -> None:
     result = run_cli(*run_args(models, tmp_path / "runs", "hostile", "--talks", "alibaba-qwen"), timeout=180)
     assert_no_traceback(result)
     assert not marker.exists()
-    assert result.returncode == 1, result.explain()  # the sample failed; the run itself finished
+    assert result.returncode == 4, result.explain()  # every sample failed (the run itself finished): exit 4
     df = pd.read_csv(result.run_dir / "results.csv")
     assert (df["status"] == "error").all()
     assert df["error"].str.contains("unsafe|SecurityError|access to attribute", regex=True).all(), df["error"]
