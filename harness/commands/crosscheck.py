@@ -16,7 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         description=(
             "N interleaved rounds of {one harness sample, llama-bench pp<prompt tokens> and tg<tokens> @ "
             "d<prompt tokens>} with the same threads, flash-attn, repack, batch sizes and threadpool settings. "
-            "Prints the ratios harness / llama-bench with 95 %% t-intervals, ITL next to llama-bench's time per "
+            "Prints the ratios harness / llama-bench with 95 % t-intervals, ITL next to llama-bench's time per "
             "token, the settings, and a verdict against the tolerance; writes crosscheck.json into a run "
             "directory (printed last). Needs llama-bench: `harness tools build` builds it once per machine."
         ),
