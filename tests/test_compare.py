@@ -23,7 +23,9 @@ from harness.scoring.stats import holm
 
 # Five talks, as the built-in corpus has: the paired test has talks - 1 degrees of freedom.
 TALKS = ("t1", "t2", "t3", "t4", "t5")
-BASELINE = Path(__file__).resolve().parent.parent / "results" / "baseline"
+# The committed baseline of 2026-11 (SmolLM2 + Gemma, schema 1, 3 repeats): a fixed run.json and rows, so these
+# tests do not change each time results/baseline is re-recorded.
+BASELINE = Path(__file__).resolve().parent / "data" / "baseline-2026-11"
 
 
 def make_run(root: Path, run_id: str = "run-a", **kw: object) -> Path:

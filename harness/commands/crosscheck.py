@@ -59,7 +59,9 @@ def run(args: argparse.Namespace) -> int:
     if args.models not in entries:
         raise unknown("model", args.models, entries)
     entry = entries[args.models]
-    if entry.backend != "llama_cpp":
+    from harness.backends.llama_cpp import LlamaCppBackend
+
+    if entry.backend != LlamaCppBackend.name:
         raise HarnessError(f"{entry.id} is a {entry.backend} entry; llama-bench checks llama_cpp (GGUF) entries")
     talks = {t.id: t for t in load_corpus()}
     if args.talks is None:

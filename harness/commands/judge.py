@@ -175,7 +175,9 @@ def start_judge(args: argparse.Namespace, log_dir: Path, echo: Printer) -> Judge
     server_cls = server_class(args.via)
     server_cls.preflight()
     (entry,) = select_models(load_models(args.models_file), [args.judge_model])
-    if entry.backend != "llama_cpp":
+    from harness.backends.llama_cpp import LlamaCppBackend
+
+    if entry.backend != LlamaCppBackend.name:
         raise HarnessError(f"--via {args.via} serves GGUF weights of llama_cpp entries; {entry.id} is {entry.backend}")
     weights = resolve(entry, offline=args.offline, progress=sys.stderr.isatty())
     assert weights is not None  # llama_cpp entries have local weights
