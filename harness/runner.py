@@ -671,7 +671,10 @@ class Runner:
     def _explain_death(self, state: _ModelState, message: str, phase: str) -> str:
         """A worker or server that died: the phase it died in, a managed server's own exit (not the client's
         network error), and what the repack self-check knows."""
-        gone = self.serving.check_alive(state.served, wait_s=1.0) if state.served is not None else None
+        # A request cut by a dying server: give the server up to 1 s to be reaped, so its own exit is reported.
+        # Other failures (a server that answered with an error) must not wait on a live server.
+        cut = any(k in message for k in ("RequestError", "onnect", "closed", "stream cut", "isconnected"))
+        gone = self.serving.check_alive(state.served, wait_s=1.0 if cut else 0.0) if state.served is not None else None
         if gone is not None:
             message = gone
         if "signal" not in message:
