@@ -362,11 +362,11 @@ class Runner:
                 except Exception as exc:  # a tracker failing to close must not hide why the run stopped
                     self.echo(f"   warning: closing {state.entry.id}: {one_line(exc)}")
         wall = time.perf_counter() - wall0
-        error_rows = self._count_errors(writer)
+        ok_rows, error_rows = self._row_counts(writer)
         record.update(
             status=self.status,
             written_rows=writer.rows_written,
-            ok_rows=writer.rows_written - error_rows,
+            ok_rows=ok_rows,
             error_rows=error_rows,
             finished_at=datetime.now(timezone.utc).isoformat(),
         )
@@ -688,28 +688,25 @@ class Runner:
             message += " (the repack self-check passed on this CPU; try --repack 0 to rule it out)"
         return message
 
-    def _count_errors(self, writer: RunWriter) -> int:
-        """Error rows in results.csv: this attempt's, plus a resumed run's earlier ones."""
+    def _row_counts(self, writer: RunWriter) -> tuple[int, int]:
+        """(ok rows, error rows) in results.csv: this attempt's, and on --resume the earlier attempt's too."""
         if self.resume is None:
-            return self.errors
-        return max(0, writer.rows_written - self.ok_rows - self._earlier_ok(writer))
-
-    def _earlier_ok(self, writer: RunWriter) -> int:
+            return self.ok_rows, self.errors
         from harness.results.layout import RESULTS_CSV
 
         try:
             with (writer.dir / RESULTS_CSV).open(newline="", encoding="utf-8") as fh:
-                return max(0, sum(r.get("status") == "ok" for r in csv.DictReader(fh)) - self.ok_rows)
+                ok = sum(r.get("status") == "ok" for r in csv.DictReader(fh))
         except OSError:
-            return 0
+            ok = self.ok_rows
+        return ok, max(0, writer.rows_written - ok)
 
     def _every_sample_failed(self, writer: RunWriter) -> str | None:
         """'every sample failed: …' when the run wrote rows and none is ok (then the run is `failed`, exit 4)."""
-        if not self.errors or self.ok_rows:
+        ok, errors = self._row_counts(writer)
+        if not errors or ok:
             return None
-        if self.resume is not None and self._earlier_ok(writer):  # rows of the earlier attempt count too
-            return None
-        return f"every sample failed ({self.errors} error rows): {self.first_error}"
+        return f"every sample failed ({errors} error rows): {self.first_error or 'see the error column of results.csv'}"
 
     def _give_up(self, state: _ModelState, message: str) -> None:
         """The model cannot produce rows any more: its remaining samples become error rows with `message`."""

@@ -35,6 +35,14 @@ def _run_dir(proc: subprocess.CompletedProcess) -> Path:
     return Path(proc.stdout.strip().splitlines()[-1])
 
 
+def _dummy(model_id: str, weights: Path, flags: str = "{}") -> str:
+    """A models.yaml entry of the model-free dummy backend (its flags script crashes)."""
+    return (
+        f"- id: {model_id}\n  backend: dummy\n  quant: none\n  n_ctx: 4096\n  prompt_style: chat\n"
+        f"  source: {{kind: path, path: {weights}}}\n  flags: {flags}\n"
+    )
+
+
 def _rows(run_dir: Path) -> list[dict[str, str]]:
     import csv
 
@@ -144,17 +152,7 @@ def test_forced_repack_on_a_crashing_cpu_names_the_crash_and_fails_the_run(tmp_p
 
 
 def test_dead_worker_names_phase_sample(tmp_path: Path, write_models, dummy_model_file: Path) -> None:
-    models = write_models(
-        f"""
-        - id: crashy
-          backend: dummy
-          quant: none
-          n_ctx: 4096
-          prompt_style: chat
-          source: {{kind: path, path: {dummy_model_file}}}
-          flags: {{kill_at_call: 2}}
-        """
-    )
+    models = write_models(_dummy("crashy", dummy_model_file, "{kill_at_call: 2}"))
     proc = _cli("run", "--models-file", str(models), "--models", "crashy", "--talks", "alibaba-qwen,qualcomm-npu",
                 "--out", str(tmp_path))  # fmt: skip  # call 1 = warm-up, call 2 = the first sample
     assert proc.returncode == 4, proc.stderr + proc.stdout
@@ -172,23 +170,8 @@ def test_dead_worker_names_phase_sample(tmp_path: Path, write_models, dummy_mode
 
 
 def test_some_failed_samples_are_counted(tmp_path: Path, write_models, dummy_model_file: Path) -> None:
-    models = write_models(
-        f"""
-        - id: ok-model
-          backend: dummy
-          quant: none
-          n_ctx: 4096
-          prompt_style: chat
-          source: {{kind: path, path: {dummy_model_file}}}
-        - id: crashy
-          backend: dummy
-          quant: none
-          n_ctx: 4096
-          prompt_style: chat
-          source: {{kind: path, path: {dummy_model_file}}}
-          flags: {{kill_at_call: 1}}
-        """
-    )
+    crashy = _dummy("crashy", dummy_model_file, "{kill_at_call: 1}")
+    models = write_models(_dummy("ok-model", dummy_model_file) + crashy)
     proc = _cli("run", "--models-file", str(models), "--models", "ok-model,crashy", "--talks", "alibaba-qwen",
                 "--out", str(tmp_path))  # fmt: skip
     assert proc.returncode == 1, proc.stderr + proc.stdout

@@ -43,7 +43,6 @@ VERDICT_VERSION = 1  # bump when what the check does changes, so old cached verd
 
 # llama.cpp's load log: "load_tensors:   CPU_REPACK model buffer size =  1.23 MiB", "AMX model buffer size"
 _BUFFER_LINE = re.compile(r"(\w+) model buffer size")
-_REPACK_LINE = re.compile(r"repack tensor|repack: ")
 
 
 def fault_injected() -> bool:
@@ -180,7 +179,7 @@ def check_repack(cache: Path, *, timeout_s: float = CHECK_TIMEOUT_S) -> RepackVe
                 verdict = RepackVerdict(**{k: v for k, v in data.items() if k in RepackVerdict.__dataclass_fields__})
                 verdict.cached = True
                 return verdict
-    verdict = _run_check(cache, timeout_s)
+    verdict = _run_check(cache, timeout_s, flags)
     verdict.key, verdict.build, verdict.cpu, verdict.cpu_flags = key, build, cpu, flags
     verdict.checked_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     if not fault and verdict.repack_ok is not None:
@@ -224,7 +223,7 @@ def _buffers(log: str) -> list[str]:
     return sorted(b for b in seen if b not in ("CPU", "CPU_Mapped", "CPU_mapped"))
 
 
-def _run_check(cache: Path, timeout_s: float) -> RepackVerdict:
+def _run_check(cache: Path, timeout_s: float, flags: list[str]) -> RepackVerdict:
     from harness.models.generators import GENERATORS
 
     t0 = time.perf_counter()
@@ -255,7 +254,6 @@ def _run_check(cache: Path, timeout_s: float) -> RepackVerdict:
             buffer_types=on.buffers, seconds=round(time.perf_counter() - t0, 3),
         )  # fmt: skip
     off = _run_child(paths, False, timeout_s)
-    _, flags = cpu_identity()
     where = ", ".join(on.buffers) or "the repacked weights"
     cpu_note = f"CPU flags {' '.join(f for f in flags if f.startswith('amx'))}" if any(
         f.startswith("amx") for f in flags
