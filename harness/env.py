@@ -1,8 +1,11 @@
-"""The environment record written to run.json: enough to tell whether two runs are comparable."""
+"""The environment record written to run.json: enough to tell whether two runs are comparable.
+
+Engine facts (llama.cpp's build line, onnxruntime's providers, ...) come from each backend's own
+`Backend.environment()`, so this module names no engine and imports no backend module.
+"""
 
 from __future__ import annotations
 
-import importlib
 import importlib.metadata as md
 import os
 import platform
@@ -14,6 +17,7 @@ from typing import Any
 import psutil
 
 from harness import __version__
+from harness.backends import backends
 
 PACKAGES = (
     "harness",
@@ -211,31 +215,19 @@ def cpu_description(cpu: dict[str, Any]) -> str:
     return f"{brand} ({details})" if brand else details
 
 
-def llama_cpp_info() -> str | None:
-    try:
-        import llama_cpp
-
-        return llama_cpp.llama_print_system_info().decode("utf-8", errors="replace").strip()
-    except Exception:
-        return None
-
-
-def onnxruntime_info() -> dict[str, Any] | None:
-    try:
-        ort = importlib.import_module("onnxruntime")
-    except ImportError:
-        return None
-    info: dict[str, Any] = {"version": ort.__version__, "providers": ort.get_available_providers(),
-                            "genai_version": None}
-    try:
-        # The backend knows the build-specific package names and plugin EPs that onnxruntime does not list.
-        from harness.backends.onnx_genai import available_providers, genai_version
-
-        info["providers"] = available_providers()
-        info["genai_version"] = genai_version()
-    except ImportError:
-        pass
-    return info
+def engine_environment() -> dict[str, Any]:
+    """Every registered backend's `environment()`, under the keys it declares (`environment_keys`): a key
+    whose engine is not installed here is None, so the record has the same keys on every machine."""
+    out: dict[str, Any] = {}
+    for cls in backends().values():
+        for key in cls.environment_keys:
+            out.setdefault(key, None)
+        try:
+            facts = cls.environment()
+        except Exception:  # one engine's broken install must not cost the run its environment record
+            facts = None
+        out.update(facts or {})
+    return out
 
 
 def physical_cores() -> int:
@@ -259,6 +251,5 @@ def collect_environment() -> dict[str, Any]:
         "platform": platform.platform(),
         "python": sys.version.split()[0],
         "packages": package_versions(),
-        "llama_cpp_system_info": llama_cpp_info(),
-        "onnxruntime": onnxruntime_info(),
+        **engine_environment(),  # llama_cpp_system_info, onnxruntime, ...: the backends' own
     }

@@ -3,7 +3,7 @@
 Why: a server is shared. One request at a time says how fast a model answers a user; N in flight says how many
 users it serves and how much each one waits. For each level of `--concurrency 1,2,4` the same requests (every
 talk x repeat, in the run's order) go through a bounded async pool (`httpx.AsyncClient`, at most N open), and
-each request is timed exactly as a sample (harness.backends.openai_http: t0 = sent, TTFT to the first content
+each request is timed exactly as a sample (harness.http.stream: t0 = sent, TTFT to the first content
 chunk, server-counted tokens).
 
 Per level (load_summary.csv, printed):
@@ -23,8 +23,13 @@ were really in flight for at least HELD_MIN_PCT % of its wall time, it was not c
 server has N slots (when the harness knows them: a managed server started with `--parallel`); otherwise
 `held_note` says why, e.g. "the server has 1 slot for 4 in flight: the other requests queue".
 
-Bounds: each request has the endpoint's timeout; each level stops launching at `level_limit_s` and records
-the requests it did not finish as errors.
+The minimums come from `--level-requests COUNT` (min_requests) and `--level-seconds SECONDS` (min_seconds);
+both are recorded per level in load_summary.csv (`min_requests`: the requests the level was held for).
+
+Bounds: each request has the endpoint's timeout; each level stops launching at `level_limit_s` (LEVEL_LIMIT_S,
+or min_seconds plus one request's timeout when that is longer: level_time_limit) and records the requests it
+did not finish as errors. Both output files are opened through harness.safefs: a planted link in the run
+directory is refused.
 """
 
 from __future__ import annotations
@@ -41,7 +46,9 @@ from typing import Any
 import httpx
 import numpy as np
 
-from harness.backends.openai_http import (
+from harness import safefs
+from harness.errors import HarnessError
+from harness.http import (
     COUNT_PATH,
     EndpointConfig,
     RequestError,
@@ -54,7 +61,6 @@ from harness.backends.openai_http import (
     needs_text_count,
     stream_ok,
 )
-from harness.errors import HarnessError
 from harness.params import parse_int, parse_sweep
 from harness.prompts import RenderedPrompt
 
@@ -64,6 +70,19 @@ LOAD_SUMMARY_FILE = "load_summary.csv"
 # per slot is what puts a new request beside running ones, which is the state a serving benchmark measures.
 MIN_REQUESTS_PER_SLOT = 2
 HELD_MIN_PCT = 50.0  # below this share of the wall time with N in flight, the level measured a drain
+LEVEL_LIMIT_S = 600.0  # a level's wall-time bound when no minimum time asks for longer
+
+
+def level_time_limit(min_seconds: float, request_timeout_s: float) -> float:
+    """A level's wall-time bound: LEVEL_LIMIT_S, or the asked minimum plus one request's timeout when that is
+    longer -- the requests in flight when the minimum is reached must be able to finish, not be cut."""
+    return max(LEVEL_LIMIT_S, min_seconds + request_timeout_s)
+
+
+def planned_requests(run_requests: int, concurrency: int, min_requests: int | None) -> int:
+    """Requests a level sends at least: every one of the run's, and `min_requests` (default
+    MIN_REQUESTS_PER_SLOT per slot), repeating the run's requests as needed."""
+    return max(run_requests, MIN_REQUESTS_PER_SLOT * concurrency if min_requests is None else min_requests)
 
 
 # --- options ------------------------------------------------------------------------------------------
@@ -257,7 +276,7 @@ async def run_level(
     (records in send order, level wall seconds)."""
     if not requests:
         return [], 0.0
-    planned = max(len(requests), MIN_REQUESTS_PER_SLOT * concurrency if min_requests is None else min_requests)
+    planned = planned_requests(len(requests), concurrency, min_requests)
     # No keep-alive: llama-server may close a connection right after a stream ends, and a request sent on it
     # then fails with "Server disconnected without sending a response" (seen with the real server). A new
     # loopback connection per request costs well under a millisecond (inside TTFT, as for a fresh client).
@@ -355,8 +374,15 @@ def held_verdict(
 
 
 def summarize_level(
-    records: Sequence[RequestRecord], wall_s: float, slo: Slo, slots: int | None = None, min_seconds: float = 0.0
+    records: Sequence[RequestRecord],
+    wall_s: float,
+    slo: Slo,
+    slots: int | None = None,
+    min_seconds: float = 0.0,
+    min_requests: int | None = None,
 ) -> dict[str, Any]:
+    """One level's row of load_summary.csv (and run.json `load`); `min_requests` is the number the level was
+    held for (planned_requests), `min_seconds` the time asked for."""
     ok = [r for r in records if r.status == "ok"]
     ttfts = [r.ttft_s for r in ok if r.ttft_s is not None]
     gaps = [g for r in ok for g in r.gaps_ms]
@@ -389,6 +415,8 @@ def summarize_level(
         "goodput_pct": 100.0 * good / len(records) if records else None,
         "goodput_req_s": per_s(good),
         "server_slots": slots,
+        "min_requests": min_requests,
+        "min_seconds": min_seconds,
         "mean_in_flight": mean,
         "full_in_flight_s": full_s,
         "held": held,
@@ -400,8 +428,9 @@ REQUEST_COLUMNS = [f.name for f in fields(RequestRecord) if f.name != "gaps_ms"]
 
 
 def _write_csv(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str], append: bool) -> None:
-    new = not (append and path.is_file())
-    with path.open("w" if new else "a", newline="", encoding="utf-8") as fh:
+    # check_target refuses a link or special file before the header decision: is_file() would follow a link.
+    new = not (append and safefs.check_target(path))
+    with safefs.open_output(path, append=not new) as fh:
         writer = csv.DictWriter(fh, fieldnames=list(columns), extrasaction="ignore")
         if new:
             writer.writeheader()
@@ -416,7 +445,7 @@ def run_load(
     run_dir: Path,
     model_id: str,
     echo: Callable[[str], None] = print,
-    level_limit_s: float = 600.0,
+    level_limit_s: float = LEVEL_LIMIT_S,
     slots: int | None = None,
     min_requests: int | None = None,
     min_seconds: float = 0.0,
@@ -428,7 +457,8 @@ def run_load(
         records, wall = asyncio.run(
             run_level(load, requests, level, slo, level_limit_s, min_requests=min_requests, min_seconds=min_seconds)
         )
-        summary = {"model": model_id, **summarize_level(records, wall, slo, slots, min_seconds)}
+        held_for = planned_requests(len(requests), level, min_requests)
+        summary = {"model": model_id, **summarize_level(records, wall, slo, slots, min_seconds, held_for)}
         rows = [{"model": model_id, **{k: v for k, v in asdict(r).items() if k != "gaps_ms"}} for r in records]
         _write_csv(run_dir / LOAD_REQUESTS_FILE, rows, ["model", *REQUEST_COLUMNS], append=True)
         _write_csv(run_dir / LOAD_SUMMARY_FILE, [summary], list(summary), append=True)

@@ -145,7 +145,9 @@ class Param:
     metavar: str | None = None
     minimum: float | None = None
     maximum: float | None = None
-    choices: tuple[str, ...] = ()
+    # The allowed values, or a function returning them: registries (servers, scenarios) own their names, so the
+    # table asks them when a value is checked instead of repeating the list.
+    choices: tuple[str, ...] | Callable[[], Sequence[str]] = ()
     default_text: str | None = None
     negative: str | None = None  # e.g. --no-flash-attn: the same as `flag 0`
     const: str | None = None  # value of a bare `flag` (e.g. --flash-attn alone = 1)
@@ -156,6 +158,10 @@ class Param:
     def sweeps(self) -> bool:
         return self.kind == "sweep"
 
+    def allowed(self) -> tuple[str, ...]:
+        """The values `choices` allows (empty: any)."""
+        return tuple(self.choices() if callable(self.choices) else self.choices)
+
     def shown_default(self) -> str:
         if self.default_text is not None:
             return self.default_text
@@ -164,6 +170,24 @@ class Param:
         if isinstance(self.default, bool):
             return "1" if self.default else "0"
         return "-" if self.default is None else str(self.default)
+
+
+def _server_names() -> list[str]:
+    from harness.servers import server_names  # lazy: the table is read by --help before any server is needed
+
+    return server_names()
+
+
+def _scenario_names() -> list[str]:
+    from harness.scenarios import scenario_names  # lazy: the scenario registry imports its modules on first use
+
+    return scenario_names()
+
+
+def _long_strategy_names() -> list[str]:
+    from harness.scenarios import long_strategy_names
+
+    return long_strategy_names()
 
 
 def _p(*args: Any, **kwargs: Any) -> Param:
@@ -249,10 +273,15 @@ PARAMS: tuple[Param, ...] = (
         choices=("zh", "en"), metavar="zh|en", default_text="the document's language", group="task",
     ),
     _p(
+        "scenario", "--scenario",
+        "what one sample is: summarize (default) or a registered scenario; docs/architecture.md#a-new-scenario",
+        default="summarize", choices=_scenario_names, metavar="NAME", group="task",
+    ),
+    _p(
         "long_strategy", "--long-strategy",
         "documents longer than n_ctx - max_new_tokens: truncate (keep the start), map-reduce (summarise "
         "chunks, then the summaries) or refine (rolling summary over chunks)",
-        default="truncate", choices=("truncate", "map-reduce", "refine"), metavar="STRATEGY", group="task",
+        default="truncate", choices=_long_strategy_names, metavar="STRATEGY", group="task",
     ),
     # --- how ---------------------------------------------------------------------------------------------
     _p("cooldown_s", "--cooldown", "sleep SECONDS between samples (thermals)", default=0.0,
@@ -288,7 +317,7 @@ PARAMS: tuple[Param, ...] = (
     _p("via", "--via",
        "benchmark llama_cpp entries through a local server the harness starts and stops: llama-cpp-server "
        "(llama-cpp-python's, pip install 'harness[server]'), llama-server (binary on PATH) or ollama (daemon)",
-       choices=("llama-cpp-server", "llama-server", "ollama"), metavar="SERVER", default_text="in-process",
+       choices=_server_names, metavar="SERVER", default_text="in-process",
        group="serving"),
     _p("server_pid", "--server-pid",
        "openai entries: the server process whose memory to watch (default: the process listening on the "
@@ -299,6 +328,16 @@ PARAMS: tuple[Param, ...] = (
        parse=str, metavar="N[,N…]", default_text="off", group="serving"),
     _p("slo", "--slo", "goodput bounds for --concurrency: ttft, itl (time per output token), e2e, with s or ms",
        parse=str, metavar="ttft=2s,itl=100ms", default_text="ttft=2s,itl=100ms", group="serving"),
+    _p("level_requests", "--level-requests",
+       "with --concurrency: each level goes on until at least COUNT requests were sent, repeating the run's "
+       "talks as needed (load_summary.csv min_requests)",
+       parse=parse_int, minimum=1, maximum=100_000, metavar="COUNT",
+       default_text="the run's requests, at least 2 per slot", group="serving"),
+    _p("level_seconds", "--level-seconds",
+       "with --concurrency: each level goes on for at least SECONDS, repeating the run's talks as needed "
+       "(load_summary.csv min_seconds)",
+       parse=parse_float, minimum=0, maximum=86_400, metavar="SECONDS", default_text="0 (no minimum)",
+       group="serving"),
     # --- fleet and results store (harness.fleet, harness.store) ------------------------------------------
     _p("fleet", "--fleet", "run on the devices of this Dask scheduler, merged into one run (docs/fleet.md)",
        metavar="tcp://HOST:PORT", default_text="this machine", config=False, group="fleet"),
@@ -356,8 +395,9 @@ def _fail(p: Param, raw: str, problem: str) -> HarnessError:
 
 
 def _check_bounds(p: Param, raw: str, value: Any) -> None:
-    if p.choices and value not in p.choices:
-        raise _fail(p, raw, f'"{value}" is not one of {", ".join(p.choices)}')
+    allowed = p.allowed()
+    if allowed and value not in allowed:
+        raise _fail(p, raw, f'"{value}" is not one of {", ".join(allowed)}')
     if isinstance(value, bool) or not isinstance(value, int | float):
         return
     if p.minimum is not None and value < p.minimum:

@@ -30,6 +30,8 @@ import io
 import os
 import shlex
 import typing
+from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,12 +115,13 @@ def check_run_files(run_dir: Path) -> None:
     Each write also opens its file without following links; this check makes the refusal one line up front
     rather than a run stopped halfway."""
     from harness import safefs
+    from harness.load import LOAD_REQUESTS_FILE, LOAD_SUMMARY_FILE
     from harness.results.durable import LOCK_FILE, LOCK_PID_FILE
     from harness.results.layout import SUMMARIES_JSONL, SUMMARY_CSV, SUMMARY_MODELS_CSV
     from harness.results.writer import RESERVE
 
     for name in (RESULTS_CSV, SUMMARIES_JSONL, SUMMARY_CSV, SUMMARY_MODELS_CSV, RUN_JSON, RESERVE, LOCK_FILE,
-                 LOCK_PID_FILE):  # fmt: skip
+                 LOCK_PID_FILE, LOAD_REQUESTS_FILE, LOAD_SUMMARY_FILE):  # fmt: skip
         safefs.check_target(run_dir / name)
 
 
@@ -234,6 +237,32 @@ def check_row(seq: int, planned: RowKey, done: RowKey, run_dir: Path) -> None:
         )
 
 
+def check_no_foreign_rows(
+    done: Mapping[int, RowKey], planned: AbstractSet[int] | Mapping[int, RowKey], run_dir: Path
+) -> None:
+    """Refuse a results.csv row that the recorded plan does not have, before anything is written.
+
+    `done` is `rows_done(run_dir)`; `planned` the plan's sample_seq numbers, or sample_seq -> (model, talk,
+    repeat) to refuse as well a row whose seq is planned but which holds another model, talk or repeat. Why
+    refuse: a row kept would make a run of more rows than planned (or report a sample the plan never ran),
+    and a row dropped would lose something the user has; only the user knows which one is right. Checked
+    once, up front -- unlike `check_row` in the plan loop, which would fail the run halfway."""
+    keyed = planned if isinstance(planned, Mapping) else None
+    for seq in sorted(done):
+        row = done[seq]
+        if seq in planned and (keyed is None or keyed[seq] == row):
+            continue
+        what = "/".join(map(str, row))
+        if seq in planned and keyed is not None:
+            why = f"the plan has {'/'.join(map(str, keyed[seq]))} at sample_seq {seq}"
+        else:
+            why = f"the plan has no sample_seq {seq}"
+        raise HarnessError(
+            f"--resume {run_dir}: {RESULTS_CSV} row sample_seq {seq} ({what}) is not in the run's plan of "
+            f"{len(planned)} samples ({why}); remove that row from {RESULTS_CSV} or start a new run"
+        )
+
+
 def resume_hint(run_dir: Path) -> str:
     return f"{harness_command()} run --resume {shlex.quote(str(run_dir))}"
 
@@ -245,6 +274,7 @@ def _short(value: Any) -> str:
 
 __all__ = [
     "ResumeState",
+    "check_no_foreign_rows",
     "check_row",
     "check_run_files",
     "check_same",

@@ -11,19 +11,29 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import math
 import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
 from harness.backends import backend_class, backend_ref
 from harness.backends.base import BackendOptions
 from harness.backends.llama_cpp import LlamaCppBackend
-from harness.backends.openai_http import EndpointConfig, OpenAIHttpBackend
 from harness.corpus import Talk
 from harness.errors import HarnessError
-from harness.load import DEFAULT_SLO, LoadClient, LoadRequest, Slo, parse_concurrency, parse_slo, run_load
+from harness.http import EndpointConfig
+from harness.load import (
+    DEFAULT_SLO,
+    LoadClient,
+    LoadRequest,
+    Slo,
+    level_time_limit,
+    parse_concurrency,
+    parse_slo,
+    run_load,
+)
 from harness.models.registry import ModelEntry
 from harness.prompts import PromptTemplate
 from harness.scenarios.summarize import SummarizeConfig, SummarizeScenario
@@ -31,6 +41,18 @@ from harness.servers import ManagedServer, ServerSettings, server_class, server_
 from harness.servers.base import exit_description, local_server_pid
 
 Printer = Callable[[str], None]
+# The backend that talks to a server, by its registered name (harness.backends.openai_http): served models run
+# on it, and only it is asked for its endpoint below.
+HTTP_BACKEND = "openai"
+MAX_LEVEL_REQUESTS = 100_000  # --level-requests above this is a typo, and its unsent requests would be rows
+
+
+class _HttpBackend(Protocol):
+    """What the load levels read from the `openai` backend once it has loaded: where and what the server is."""
+
+    endpoint: EndpointConfig
+    flavor: str
+    estimated: bool  # prompt counts are an estimate, not a count
 
 
 @dataclass
@@ -46,11 +68,11 @@ class ServedModel:
 
     @property
     def backend_name(self) -> str:
-        return OpenAIHttpBackend.name
+        return HTTP_BACKEND
 
     @property
     def backend_ref(self) -> str:
-        return backend_ref(OpenAIHttpBackend)
+        return backend_ref(HTTP_BACKEND)
 
 
 class Serving:
@@ -62,12 +84,19 @@ class Serving:
         slo: str | None,
         entries: Sequence[ModelEntry],
         server_ready_timeout_s: float = 120.0,
+        level_requests: int | None = None,
+        level_seconds: float | None = None,
     ) -> None:
         self.via = via
         self.server_pid = server_pid
         self.levels = parse_concurrency(concurrency) if concurrency else []
         self.slo: Slo = parse_slo(slo) if slo else DEFAULT_SLO
         self.ready_timeout_s = server_ready_timeout_s
+        # Each level holds its N in flight for at least this many requests / seconds (harness.load.run_level);
+        # None / 0 = the defaults: the run's requests, and at least 2 per slot.
+        self.level_requests = level_requests
+        self.level_seconds = float(level_seconds or 0.0)
+        self._check_level_minimums()
         if via is not None:
             server_class(via).preflight()  # unknown name or not installed: one line naming the fix
             wrong = [e.id for e in entries if e.backend != LlamaCppBackend.name]
@@ -78,14 +107,24 @@ class Serving:
                 )
         elif slo and not self.levels:
             raise HarnessError("--slo applies to --concurrency levels; add --concurrency 1,2,4")
-        http = via is not None or any(e.backend == OpenAIHttpBackend.name for e in entries)
+        http = via is not None or any(e.backend == HTTP_BACKEND for e in entries)
         if self.levels and not http:
             raise HarnessError("--concurrency needs a server: add --via llama-cpp-server or use an openai entry")
         if server_pid is not None and (via is not None or not http):
             raise HarnessError("--server-pid is for openai entries (external servers); --via knows its server's pid")
 
+    def _check_level_minimums(self) -> None:
+        requests, seconds = self.level_requests, self.level_seconds
+        if requests is not None and (isinstance(requests, bool) or not 1 <= requests <= MAX_LEVEL_REQUESTS):
+            raise HarnessError(f"--level-requests {requests}: give a whole number from 1 to {MAX_LEVEL_REQUESTS}")
+        if not math.isfinite(seconds) or seconds < 0:
+            raise HarnessError(f"--level-seconds {seconds:g}: give a number of seconds, 0 or more (e.g. 60)")
+        if (requests is not None or seconds > 0) and not self.levels:
+            given = "--level-requests" if requests is not None else "--level-seconds"
+            raise HarnessError(f"{given} applies to --concurrency levels; add --concurrency 1,2,4")
+
     def applies(self, entry: ModelEntry) -> bool:
-        return self.via is not None or entry.backend == OpenAIHttpBackend.name
+        return self.via is not None or entry.backend == HTTP_BACKEND
 
     def start(
         self, entry: ModelEntry, weights: Path | None, options: BackendOptions, run_dir: Path, echo: Printer
@@ -176,16 +215,17 @@ class Serving:
         template: PromptTemplate,
         talks: Sequence[Talk],
         repeats: int,
-        scenario: SummarizeConfig,
+        max_new_tokens: int,
         run_dir: Path,
         echo: Printer,
     ) -> list[dict[str, Any]]:
-        """The load levels (when asked for and the server still answers), then stop a managed server."""
+        """The load levels (when asked for and the server still answers), then stop a managed server. Each
+        request generates up to `max_new_tokens`, as the run's samples."""
         if served is None:
             return []
         try:
             if self.levels and self.check_alive(served) is None:
-                return self._load(served, template, talks, repeats, scenario, run_dir, echo)
+                return self._load(served, template, talks, repeats, max_new_tokens, run_dir, echo)
             return []
         finally:
             if served.server is not None:
@@ -197,29 +237,31 @@ class Serving:
         template: PromptTemplate,
         talks: Sequence[Talk],
         repeats: int,
-        scenario: SummarizeConfig,
+        max_new_tokens: int,
         run_dir: Path,
         echo: Printer,
     ) -> list[dict[str, Any]]:
-        backend = backend_class(OpenAIHttpBackend.name)(
+        backend = backend_class(HTTP_BACKEND)(
             Path(served.options.flags.tokenizer or "."),  # type: ignore[attr-defined]
             served.options,
             served.entry.prompt_style,
         )
-        assert isinstance(backend, OpenAIHttpBackend)
+        http = cast(_HttpBackend, backend)
         try:
             info = backend.load()
-            fit = SummarizeScenario(backend, template, info, scenario)
+            # The talks are fitted into n_ctx as the summarize scenario fits them for the samples: the load
+            # measurement's own choice (the same prompts), not the run's scenario.
+            fit = SummarizeScenario(backend, template, info, SummarizeConfig(max_new_tokens, 0))
             prepared = [fit.prepare(talk.text) for talk in talks]  # once per talk, not per repeat
             requests: list[LoadRequest] = []
             for rep in range(repeats):
                 for talk, fitted in zip(talks, prepared, strict=True):
-                    counted = None if backend.estimated else len(fitted.ids) or None  # an estimate is no count
+                    counted = None if http.estimated else len(fitted.ids) or None  # an estimate is no count
                     requests.append(LoadRequest(len(requests), talk.id, rep, fitted.rendered, counted))
             client = LoadClient(
-                backend.endpoint,
-                backend.flavor,
-                scenario.max_new_tokens,
+                http.endpoint,
+                http.flavor,
+                max_new_tokens,
                 served.options.n_ctx,
                 served.options.chat_template_kwargs,
             )
@@ -229,6 +271,19 @@ class Serving:
         finally:
             with contextlib.suppress(Exception):
                 backend.close()
-        echo(f"   load: {len(requests)} requests per level, levels {','.join(map(str, self.levels))}, slo {self.slo}")
+        least = max(len(requests), self.level_requests or 0)
+        held = f"at least {least} request{'s' if least != 1 else ''}"
+        if not self.level_requests:
+            held += " and 2 per slot"
+        if self.level_seconds:
+            held += f" and {self.level_seconds:g} s"
+        echo(
+            f"   load: {len(requests)} requests per pass, levels {','.join(map(str, self.levels))} ({held} each), "
+            f"slo {self.slo}"
+        )
         slots = served.server.slots if served.server is not None else None
-        return run_load(client, requests, self.levels, self.slo, run_dir, served.entry.id, echo, slots=slots)
+        return run_load(
+            client, requests, self.levels, self.slo, run_dir, served.entry.id, echo,
+            level_limit_s=level_time_limit(self.level_seconds, client.config.timeout_s), slots=slots,
+            min_requests=self.level_requests, min_seconds=self.level_seconds,
+        )  # fmt: skip

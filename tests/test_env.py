@@ -95,3 +95,49 @@ def test_command_as_typed(
     monkeypatch.setattr(sys, "orig_argv", orig_argv, raising=False)
     monkeypatch.setattr(sys, "argv", argv)
     assert env.command_line() == expected
+
+
+# --- engine facts: each backend's own `environment()` ------------------------------------------------------
+def test_engine_facts_come_from_the_backends_under_their_keys() -> None:
+    facts = env.engine_environment()
+    assert {"llama_cpp_system_info", "onnxruntime"} <= set(facts)
+    if facts["llama_cpp_system_info"] is not None:  # llama-cpp-python installed: its build line, as before
+        assert isinstance(facts["llama_cpp_system_info"], str) and "=" in facts["llama_cpp_system_info"]
+    if facts["onnxruntime"] is not None:
+        assert set(facts["onnxruntime"]) == {"version", "providers", "genai_version"}
+        assert "CPUExecutionProvider" in facts["onnxruntime"]["providers"]
+    record = env.collect_environment()
+    assert list(record)[-2:] == ["llama_cpp_system_info", "onnxruntime"]  # run.json's keys, in their place
+
+
+def test_an_engine_not_installed_leaves_its_key_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    # sys.modules[name] = None makes the module unimportable and find_spec answer None: "not installed".
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    facts = env.engine_environment()
+    assert facts["llama_cpp_system_info"] is None and facts["onnxruntime"] is None
+
+
+def test_a_backend_whose_probe_fails_costs_only_its_own_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.backends.base import Backend
+
+    # No `name`: these classes do not register themselves; env reads them through the patched registry.
+    class Broken(Backend):
+        environment_keys = ("broken_engine",)
+
+        @classmethod
+        def environment(cls) -> dict[str, object] | None:
+            raise OSError("libengine.so: cannot open shared object file")
+
+    class Fine(Backend):
+        environment_keys = ("fine_engine",)
+
+        @classmethod
+        def environment(cls) -> dict[str, object] | None:
+            return {"fine_engine": {"version": "1.0"}}
+
+    class Silent(Backend):
+        pass  # the default: nothing to report, no key
+
+    monkeypatch.setattr(env, "backends", lambda: {"broken": Broken, "fine": Fine, "silent": Silent})
+    assert env.engine_environment() == {"broken_engine": None, "fine_engine": {"version": "1.0"}}

@@ -26,7 +26,7 @@ pytest.importorskip("distributed")
 
 from harness.cli import main
 from harness.errors import HarnessError
-from harness.fleet.driver import Device, select_devices, version_mismatch
+from harness.fleet.connect import Device, select_devices, version_mismatch
 from harness.fleet.job import FleetJob, read_run_files, run_job
 
 HOST = "127.0.0.1"
@@ -373,7 +373,7 @@ def test_worker_command_rejects_bad_addresses_and_names(capsys: pytest.CaptureFi
 
 
 def test_scheduler_with_other_dask_versions_is_one_line() -> None:
-    from harness.fleet.driver import check_scheduler_versions
+    from harness.fleet.connect import check_scheduler_versions
 
     class FakeClient:
         def get_versions(self, check: bool = False) -> dict:

@@ -66,7 +66,7 @@ def test_time_outside_the_engine_per_decode_step() -> None:
 
 
 def test_engine_gap_warning_is_one_line_per_model_with_its_explanation() -> None:
-    from harness.runner import engine_gap_warning
+    from harness.run import engine_gap_warning
 
     assert engine_gap_warning("m", [(-1.2, 0.1), (-2.9, 0.2)]) is None
     warning = engine_gap_warning("m", [(-3.3, 0.5), (-1.0, 0.2), (-3.1, 0.6)])

@@ -162,7 +162,7 @@ def test_real_quantised_model_via_the_real_llama_server(tmp_path: Path) -> None:
 def test_a_level_is_held_only_with_a_slot_per_request(tmp_path: Path, parallel: int) -> None:
     """The real server with --parallel 1 and 2, levels 1 and 2: level 2 is held only with two slots; with one it
     is marked as queueing, while its requests still succeed."""
-    from harness.backends.openai_http import EndpointConfig
+    from harness.http import EndpointConfig
     from harness.load import LoadClient, LoadRequest, Slo, run_load
     from harness.models.registry import load_models
     from harness.models.sources import resolve

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from fakeserver import Reply, fake_server, json_reply, recorded
 
-from harness.backends.openai_http import EndpointConfig
 from harness.errors import HarnessError
+from harness.http import EndpointConfig
 from harness.load import (
     LOAD_REQUESTS_FILE,
     LOAD_SUMMARY_FILE,

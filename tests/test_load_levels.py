@@ -10,7 +10,7 @@ from pathlib import Path
 
 from fakeserver import Reply, fake_server, recorded
 
-from harness.backends.openai_http import EndpointConfig
+from harness.http import EndpointConfig
 from harness.load import (
     LOAD_REQUESTS_FILE,
     LOAD_SUMMARY_FILE,

@@ -15,7 +15,7 @@ import pytest
 
 from harness.report import compare_output
 from harness.report.load import load_run
-from harness.runner import RunConfig, Runner
+from harness.run import RunConfig, Runner
 from harness.trackers import TRACKERS
 from harness.trackers.base import TrackerContext
 from harness.trackers.noise import (

@@ -12,8 +12,9 @@ import pytest
 from fakeserver import Reply, closed_port, fake_server, json_reply, recorded
 
 from harness.backends.base import BackendOptions, GenerationRequest
-from harness.backends.openai_http import EndpointConfig, OpenAIHttpBackend, RequestError
+from harness.backends.openai_http import OpenAIHttpBackend
 from harness.errors import HarnessError
+from harness.http import EndpointConfig, RequestError
 from harness.prompts import load_template
 from harness.trackers.latency import LatencyStats
 

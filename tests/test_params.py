@@ -206,7 +206,7 @@ def test_help_shows_every_option_and_its_default() -> None:
 def test_every_option_fills_a_runconfig_field_or_is_the_commands_own() -> None:
     import dataclasses
 
-    from harness.runner import RunConfig
+    from harness.run import RunConfig
 
     fields = {f.name for f in dataclasses.fields(RunConfig)}
     missing = [p.flag for p in PARAMS if p.config and p.name not in fields]

@@ -6,10 +6,17 @@ from collections import Counter
 
 import pytest
 
+from harness.corpus import Talk
 from harness.params import expand
-from harness.plan import describe_plan, estimate, plan, plan_record
+from harness.run.plan import describe_plan, estimate, plan_record
+from harness.run.plan import plan as plan_talks
 
 TALKS = ["t1", "t2", "t3"]
+
+
+def plan(models: list[str], configs: list, talk_ids: list[str], **kwargs: object) -> list:
+    """The plan over documents named `talk_ids` (their text does not matter to the order)."""
+    return plan_talks(models, configs, [Talk(t, "", ()) for t in talk_ids], **kwargs)  # type: ignore[arg-type]
 
 
 def _order(samples: list) -> list[tuple]:

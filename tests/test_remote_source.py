@@ -130,7 +130,8 @@ def test_models_listing_and_pull_of_a_remote_entry(cli_env: dict[str, str], writ
 
 def test_llama_cpp_python_server_counts_prompts_with_extras_tokenize() -> None:
     from harness.backends.base import BackendOptions
-    from harness.backends.openai_http import EndpointConfig, OpenAIHttpBackend
+    from harness.backends.openai_http import OpenAIHttpBackend
+    from harness.http import EndpointConfig
     from harness.prompts import load_template
 
     routes = {

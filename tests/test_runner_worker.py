@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.runner import RunConfig, Runner
+from harness.run import RunConfig, Runner
 
 DUMMY = """\
 - id: {id}

@@ -13,7 +13,7 @@ import pytest
 from harness.backends.base import Backend, GenerationRequest, GenerationResult, LoadInfo
 from harness.launchers.session import in_process_launcher, process_launcher
 from harness.prompts import RenderedPrompt
-from harness.runner import RunConfig, Runner, plan_samples
+from harness.run import RunConfig, Runner, plan
 
 
 class EchoBackend(Backend):
@@ -67,9 +67,9 @@ def test_plan_is_round_robin_over_talks() -> None:
     from harness.corpus import load_corpus
 
     talks = load_corpus(None)[:3]
-    plan = plan_samples(["a", "b"], talks, 2)
-    assert [(p.model_id, p.talk.id, p.repeat) for p in plan[:6]] == [
+    plan_ = plan(["a", "b"], [], talks, 2)
+    assert [(p.model, p.talk.id, p.repeat) for p in plan_[:6]] == [
         ("a", talks[0].id, 0), ("a", talks[1].id, 0), ("a", talks[2].id, 0),
         ("a", talks[0].id, 1), ("a", talks[1].id, 1), ("a", talks[2].id, 1),
     ]
-    assert [p.seq for p in plan] == list(range(12))
+    assert [p.seq for p in plan_] == list(range(12))

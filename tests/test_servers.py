@@ -13,8 +13,8 @@ from typing import ClassVar
 
 import pytest
 
-from harness.backends.openai_http import ServerKind
 from harness.errors import HarnessError
+from harness.http import ServerKind
 from harness.servers import server_class
 from harness.servers.base import REGISTERED, ManagedServer, ServerSettings, listening_pid, local_server_pid
 
@@ -30,7 +30,7 @@ class _Script(ManagedServer):
 @pytest.fixture
 def scripted() -> Iterator[None]:
     yield
-    for name in ("test-silent", "test-crash"):
+    for name in ("test-silent", "test-crash", "test-linked"):
         REGISTERED.pop(name, None)
 
 
@@ -58,6 +58,24 @@ def test_a_server_that_exits_reports_its_code_and_log(tmp_path: Path, scripted: 
 
     with pytest.raises(HarnessError, match=r"exited with code 3.*model file not found"):
         Crash(_settings(tmp_path, timeout=30)).start()
+
+
+def test_a_planted_link_as_the_server_log_is_refused(tmp_path: Path, scripted: None) -> None:
+    """The log lives in the run directory: a link planted as server.log is refused (harness.safefs), before the
+    process starts, and what it points to is left as it was."""
+
+    class Linked(_Script):
+        name: ClassVar[str] = "test-linked"
+        script: ClassVar[str] = "print('would overwrite the outside file', flush=True)"
+
+    outside = tmp_path / "outside.txt"
+    outside.write_bytes(b"not the harness's\n")
+    (tmp_path / "server.log").symlink_to(outside)
+    server = Linked(_settings(tmp_path, timeout=5))
+    with pytest.raises(HarnessError, match=r"server.log: is a symbolic link") as info:
+        server.start()
+    assert "\n" not in str(info.value) and server.process is None
+    assert outside.read_bytes() == b"not the harness's\n"
 
 
 def test_listening_pid_finds_this_process() -> None:

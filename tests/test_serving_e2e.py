@@ -157,7 +157,7 @@ def test_openai_entry_against_an_external_server(
 def test_without_the_flush_the_server_reuses_the_prefix(tiny_server: object, tmp_path: Path) -> None:
     """The control for the tests above: llama-cpp-python's server does reuse a repeated prompt's prefix, and its
     log shows it -- so the absence of "prefix-match hit" there is evidence, not an accident."""
-    from harness.backends.openai_http import EndpointConfig
+    from harness.http import EndpointConfig
 
     flags = EndpointConfig(endpoint=tiny_server.url, served_model="tiny-qwen2")  # type: ignore[attr-defined]
     backend = OpenAIHttpBackend(Path("."), BackendOptions(threads=1, n_ctx=2048, flags=flags), "chat")

@@ -13,7 +13,7 @@ import pytest
 from harness.corpus import load_corpus
 from harness.errors import HarnessError
 from harness.launchers.session import in_process_launcher
-from harness.runner import RunConfig, Runner
+from harness.run import RunConfig, Runner
 
 REPO = Path(__file__).resolve().parent.parent
 TALKS = ["alibaba-qwen", "qualcomm-npu"]

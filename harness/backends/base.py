@@ -235,3 +235,14 @@ class Backend(ABC):
     def system_info(cls) -> dict[str, Any]:
         """Build facts of the engine (SIMD features, version, providers) for run.json and `harness env`."""
         return {}
+
+    # The run.json `environment` keys that `environment()` fills. harness.env writes each of them on every
+    # machine (None where the engine is not installed), so a run.json has one shape wherever it was made.
+    environment_keys: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def environment(cls) -> dict[str, Any] | None:
+        """This engine's facts for run.json `environment` (harness.env.collect_environment), by the keys in
+        `environment_keys`; None = nothing to report. Must not import an engine that is not installed here:
+        return None then (every run collects the environment, whichever backends it uses)."""
+        return None

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -276,6 +277,19 @@ class LlamaCppBackend(Backend):
                 f"n_gpu_layers {flags.n_gpu_layers}: this llama-cpp-python build has no GPU offload (CPU only); "
                 "leave --n-gpu-layers at 0, or install a GPU build (e.g. CMAKE_ARGS=-DGGML_CUDA=on)"
             )
+
+    environment_keys: ClassVar[tuple[str, ...]] = ("llama_cpp_system_info",)
+
+    @classmethod
+    def environment(cls) -> dict[str, Any] | None:
+        """llama.cpp's own build line (SIMD features, OpenMP, repack) as run.json `llama_cpp_system_info`."""
+        if importlib.util.find_spec("llama_cpp") is None:
+            return None
+        try:
+            info = llama_cpp.llama_print_system_info().decode("utf-8", errors="replace").strip()
+        except Exception:  # a broken install (its shared library missing) must not stop a run's record
+            return None
+        return {"llama_cpp_system_info": info}
 
     @classmethod
     def system_info(cls) -> dict[str, Any]:

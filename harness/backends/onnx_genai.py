@@ -24,6 +24,7 @@ previous prompt's prefix; prefill is measured in full every time.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata as md
 import importlib.util
 import json
@@ -449,6 +450,23 @@ class OnnxGenaiBackend(Backend):
         self.codec = None
         self.tokenizer = None
         self.model = None
+
+    environment_keys: ClassVar[tuple[str, ...]] = ("onnxruntime",)
+
+    @classmethod
+    def environment(cls) -> dict[str, Any] | None:
+        """run.json `onnxruntime`: its version, the execution providers it can create (plugin EPs included,
+        which onnxruntime's own list leaves out) and onnxruntime-genai's version (None when not installed)."""
+        if importlib.util.find_spec("onnxruntime") is None:
+            return None
+        try:
+            info: dict[str, Any] = {"version": ort_version(), "providers": available_providers(), "genai_version": None}
+        except ImportError:  # installed but unimportable (a broken build): nothing to report
+            return None
+        if importlib.util.find_spec("onnxruntime_genai") is not None:
+            with contextlib.suppress(ImportError):
+                info["genai_version"] = genai_version()
+        return {"onnxruntime": info}
 
     @classmethod
     def system_info(cls) -> dict[str, Any]:

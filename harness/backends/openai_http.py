@@ -4,10 +4,11 @@ Most people run their GGUF models behind a local server, and NPU runtimes (Found
 reachable only that way. This backend sends the same rendered prompts as the in-process backends over HTTP and
 times the streamed answer, so rows compare column for column with llama.cpp in-process.
 
-Why httpx and not the `openai` SDK: the SDK hides the raw chunks and drops fields it does not know, and the
-figures below need exactly those -- llama-server's `timings`, ollama's native `eval_count`/`eval_duration` --
-and the arrival time of each chunk. httpx streams the response; its `iter_lines()` does the line framing, and
-this module only splits the `data:` lines of server-sent events.
+The HTTP side -- endpoint, requests, streamed-answer parsing, bounds, one-line failures -- is the project's
+shared client (harness.http, also used by load levels, the judge and the managed servers); this module is what
+makes it a backend: the `Backend` protocol, fitting prompts into n_ctx (a local GGUF tokenizer, the server's
+tokenize endpoint, or an estimate), the prefix-cache checks, and turning a streamed answer into a
+GenerationResult.
 
 How each figure is defined (also in docs/servers.md):
 
@@ -39,438 +40,51 @@ import contextlib
 import hashlib
 import json
 import math
-import os
 import time
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import httpx
-from pydantic import Field
 
 from harness.backends.base import (
     Backend,
     BackendFlags,
     BackendOptions,
-    EngineCounters,
     GenerationRequest,
     GenerationResult,
     LoadInfo,
 )
 from harness.backends.llama_cpp import encode_prompt, gguf_chat_formatter
 from harness.errors import HarnessError
+from harness.http.endpoint import (
+    MAX_BODY_BYTES,
+    EndpointConfig,
+    Flavor,
+    RequestError,
+    build_request,
+    detect_flavor,
+    error_message,
+    http_failure,
+    one_line,
+    read_bounded,
+    response_json,
+)
+from harness.http.stream import (
+    COUNT_PATH,
+    StreamOutcome,
+    StreamParser,
+    answer_cap,
+    bad_stream,
+    bounded_lines,
+    count_difference,
+    needs_text_count,
+    stream_ok,
+)
 from harness.prompts import RenderedPrompt
-
-Flavor = Literal["llama-server", "llama-cpp-python", "ollama", "openai"]
-ServerKind = Literal["auto", "llama-server", "llama-cpp-python", "ollama", "openai"]
 
 # Sent before each sample to llama-cpp-python's server so that the next prompt shares no prefix with the
 # cached one. No prompt template starts with a form feed; a model that prepends BOS keeps that one token.
 FLUSH_PROMPT = "\f"
-SEED = 0
-
-
-@dataclass(frozen=True)
-class EndpointConfig(BackendFlags):
-    """Where and how to reach one served model: the models.yaml `flags` of an `openai` entry (a managed
-    server fills them in itself)."""
-
-    endpoint: str = ""  # base URL: http://127.0.0.1:8080 or .../v1
-    served_model: str = ""  # the server's name for the model ("model" in each request)
-    api_key_env: str | None = None  # environment variable holding the API key, if the server wants one
-    tokenizer: str | None = None  # a GGUF whose tokenizer + chat template fit talks into n_ctx locally
-    # Without a GGUF and without a server tokenize endpoint, prompt tokens for the n_ctx budget are estimated as
-    # characters / chars_per_token. 1.0 over-counts for Qwen-style tokenizers (about 1.5 chars/token on Chinese,
-    # 4 on English), so talks are cut early rather than overflow; a run's tokens_per_char column gives the
-    # model's real figure (chars_per_token = 1 / tokens_per_char).
-    chars_per_token: Annotated[float, Field(gt=0)] = 1.0
-    server: ServerKind = "auto"  # which server: decides the no-cache option and where counters come from
-    timeout_s: Annotated[float, Field(gt=0)] = 300.0  # per request, from sending to the last byte
-    connect_timeout_s: Annotated[float, Field(gt=0)] = 10.0
-
-    @property
-    def root(self) -> str:
-        url = self.endpoint.rstrip("/")
-        return url[: -len("/v1")] if url.endswith("/v1") else url
-
-    def headers(self) -> dict[str, str]:
-        if not self.api_key_env:
-            return {}
-        key = os.environ.get(self.api_key_env)
-        if not key:
-            raise HarnessError(
-                f"models.yaml names api_key_env {self.api_key_env} but it is not set; export {self.api_key_env}=..."
-            )
-        return {"Authorization": f"Bearer {key}"}
-
-    def timeout(self) -> httpx.Timeout:
-        return httpx.Timeout(self.timeout_s, connect=self.connect_timeout_s)
-
-
-class RequestError(RuntimeError):
-    """One request failed (refused, HTTP error, cut stream, unreadable answer): the sample becomes an error row."""
-
-
-# Bounds on what a server may send (issue 21): a hostile or broken server must end in an error row, never in a
-# hang, a huge parent-side ROUGE computation, or a figure that cannot be true.
-MAX_LINE_CHARS = 1 << 20  # one SSE / NDJSON line; a server that never ends its line is cut off here
-MAX_BODY_BYTES = 32 << 20  # one non-streamed answer (model list, tokenize of a long talk)
-MAX_COUNT = 2**31 - 1  # a token count above this (or below 0) is not a count
-ANSWER_CHARS_PER_TOKEN = 64  # the longest token of a real vocabulary is well under this many characters
-ANSWER_SLACK_CHARS = 4096
-
-
-def answer_cap(max_new_tokens: int) -> int:
-    """Most characters an answer of `max_new_tokens` tokens can have; a longer one ignores max_tokens."""
-    return max_new_tokens * ANSWER_CHARS_PER_TOKEN + ANSWER_SLACK_CHARS
-
-
-def server_count(value: Any, name: str) -> int:
-    """A token count from the server, checked: a whole number in [0, MAX_COUNT], else RequestError."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise RequestError(f"server reported {name} {value!r}: not a token count")
-    if value != int(value) or not 0 <= value <= MAX_COUNT:
-        raise RequestError(f"server reported {name} {value!r}: not a plausible token count")
-    return int(value)
-
-
-def server_ms(value: Any, name: str, scale: float = 1.0) -> float:
-    """A duration from the server (in ms after `scale`), checked: finite and not negative, else RequestError
-    (a NaN or -1 would otherwise feed engine_* and outside_engine_ms_per_tok)."""
-    if value is None:
-        return 0.0
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
-        raise RequestError(f"server reported {name} {value!r}: not a duration")
-    return float(value) * scale
-
-
-# --- requests -------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class HttpRequest:
-    path: str
-    body: dict[str, Any]
-    ndjson: bool  # ollama's native API streams JSON lines, not server-sent events
-
-
-def build_request(
-    flavor: str,
-    config: EndpointConfig,
-    prompt: RenderedPrompt,
-    max_new_tokens: int,
-    n_ctx: int,
-    chat_template_kwargs: dict[str, Any] | None = None,
-) -> HttpRequest:
-    """The request for one greedy generation of `prompt`: chat endpoint for chat-style entries (the server
-    applies the model's template), completion endpoint with the whole prompt for completion-style ones."""
-    chat = prompt.style == "chat"
-    if flavor == "ollama":
-        options = {"temperature": 0, "top_k": 1, "seed": SEED, "num_predict": max_new_tokens, "num_ctx": n_ctx}
-        if chat:
-            return HttpRequest(
-                "/api/chat",
-                {"model": config.served_model, "messages": prompt.messages(), "stream": True, "options": options},
-                ndjson=True,
-            )
-        body = {"model": config.served_model, "prompt": prompt.content, "raw": True, "stream": True}
-        return HttpRequest("/api/generate", {**body, "options": options}, ndjson=True)
-    body: dict[str, Any] = {
-        "model": config.served_model,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-        "temperature": 0,
-        "top_p": 1,
-        "seed": SEED,
-        "max_tokens": max_new_tokens,
-    }
-    if flavor == "llama-server":
-        body.update(cache_prompt=False, top_k=1)
-    elif flavor == "llama-cpp-python":
-        body.update(top_k=1, repeat_penalty=1.0, min_p=0.0)
-    if chat:
-        body["messages"] = prompt.messages()
-        if chat_template_kwargs:
-            body["chat_template_kwargs"] = chat_template_kwargs
-        return HttpRequest("/v1/chat/completions", body, ndjson=False)
-    body["prompt"] = prompt.content
-    return HttpRequest("/v1/completions", body, ndjson=False)
-
-
-def error_message(response: httpx.Response) -> str:
-    """The server's own words for a failed request, on one line."""
-    try:
-        data = response.json()
-    except ValueError:
-        data = None
-    message: Any = None
-    if isinstance(data, dict):
-        err = data.get("error", data.get("detail", data.get("message")))
-        message = err.get("message", err) if isinstance(err, dict) else err
-    text = str(message if message is not None else response.text).strip() or response.reason_phrase
-    return f"HTTP {response.status_code} from {response.request.url.path}: {' '.join(text.split())[:300]}"
-
-
-# --- responses ------------------------------------------------------------------------------------------
-@dataclass
-class StreamOutcome:
-    """One streamed answer, as received: chunk arrival times, text and whatever counters the server sent."""
-
-    start_ns: int
-    chunk_ns: list[int] = field(default_factory=list)
-    text_parts: list[str] = field(default_factory=list)
-    finish_reason: str | None = None
-    done: bool = False  # [DONE] (SSE) or done:true (ollama) seen
-    prompt_tokens: int | None = None  # usage.prompt_tokens
-    completion_tokens: int | None = None
-    output_tokens_source: str = ""
-    prompt_evaluated: int | None = None  # tokens the server actually evaluated (cache misses)
-    counters: EngineCounters | None = None
-    end_ns: int | None = None
-
-    @property
-    def text(self) -> str:
-        return "".join(self.text_parts)
-
-    @property
-    def complete(self) -> bool:
-        return self.done or self.finish_reason is not None
-
-    @property
-    def itl_unit(self) -> str:
-        """"token" when the server's count says each chunk held one token, else "chunk"."""
-        n = self.completion_tokens
-        return "token" if n is not None and n == len(self.chunk_ns) else "chunk"
-
-
-class StreamParser:
-    """Turns the lines of a streamed answer into a StreamOutcome. Feed it each line with its arrival time."""
-
-    def __init__(self, start_ns: int, ndjson: bool, max_chars: int | None = None) -> None:
-        self.outcome = StreamOutcome(start_ns=start_ns)
-        self.ndjson = ndjson
-        self.max_chars = max_chars  # answer_cap(max_tokens): a longer answer is an error, not scored
-        self._chars = 0
-
-    def feed(self, line: str, now_ns: int) -> None:
-        line = line.strip()
-        if not line:
-            return
-        try:
-            if self.ndjson:
-                self._ollama(self._json(line), now_ns)
-                return
-            if not line.startswith("data:"):
-                return  # SSE comments (": ping"), event:/id: fields
-            payload = line[5:].strip()
-            if payload == "[DONE]":
-                self.outcome.done = True
-                return
-            self._openai(self._json(payload), now_ns)
-        except (AttributeError, TypeError, ValueError, KeyError) as exc:
-            # JSON of the wrong shape (a list for a choice, a string for usage): one line naming the server's
-            # fault, never a Python exception name in the error row.
-            raise RequestError(f"not an OpenAI-compatible stream: malformed chunk {line[:80]!r} ({exc})") from None
-
-    @staticmethod
-    def _json(text: str) -> dict[str, Any]:
-        try:
-            data = json.loads(text)
-        except (ValueError, RecursionError):  # ValueError covers JSONDecodeError and 5000-digit integers
-            raise RequestError(f"not an OpenAI-compatible stream: unreadable line {text[:80]!r}") from None
-        if not isinstance(data, dict):
-            raise RequestError(f"not an OpenAI-compatible stream: {text[:80]!r}")
-        if "error" in data:
-            err = data["error"]
-            raise RequestError(f"server error mid-stream: {err.get('message', err) if isinstance(err, dict) else err}")
-        return data
-
-    def _content(self, text: Any, now_ns: int) -> None:
-        if isinstance(text, str) and text:
-            self._chars += len(text)
-            if self.max_chars is not None and self._chars > self.max_chars:
-                raise RequestError(
-                    f"server sent more than {self.max_chars} characters for this request's max_tokens "
-                    "(it ignores max_tokens): answer cut off, not scored"
-                )
-            self.outcome.chunk_ns.append(now_ns)
-            self.outcome.text_parts.append(text)
-
-    def _openai(self, data: dict[str, Any], now_ns: int) -> None:
-        out = self.outcome
-        choices = data.get("choices")
-        if not isinstance(choices, list):
-            raise RequestError(f"not an OpenAI-compatible stream: chunk without choices: {json.dumps(data)[:120]}")
-        for choice in choices:
-            if not isinstance(choice, dict):
-                raise RequestError(f"not an OpenAI-compatible stream: a choice is not an object: {choice!r:.80}")
-            delta = choice.get("delta")
-            self._content(delta.get("content") if isinstance(delta, dict) else choice.get("text"), now_ns)
-            if choice.get("finish_reason"):
-                out.finish_reason = choice["finish_reason"]
-        usage = data.get("usage")
-        if isinstance(usage, dict):
-            if usage.get("prompt_tokens") is not None:
-                out.prompt_tokens = server_count(usage["prompt_tokens"], "usage.prompt_tokens")
-            if usage.get("completion_tokens") is not None:
-                out.completion_tokens = server_count(usage["completion_tokens"], "usage.completion_tokens")
-                out.output_tokens_source = "usage"
-        timings = data.get("timings")  # llama-server
-        if isinstance(timings, dict) and timings.get("prompt_n") is not None:
-            out.prompt_evaluated = server_count(timings["prompt_n"], "timings.prompt_n")
-            out.counters = EngineCounters(
-                prompt_tokens=out.prompt_evaluated,
-                prompt_ms=server_ms(timings.get("prompt_ms"), "timings.prompt_ms"),
-                decode_tokens=server_count(timings.get("predicted_n") or 0, "timings.predicted_n"),
-                decode_ms=server_ms(timings.get("predicted_ms"), "timings.predicted_ms"),
-            )
-            if out.completion_tokens is None and timings.get("predicted_n") is not None:
-                out.completion_tokens = server_count(timings["predicted_n"], "timings.predicted_n")
-                out.output_tokens_source = "timings"
-
-    def _ollama(self, data: dict[str, Any], now_ns: int) -> None:
-        out = self.outcome
-        message = data.get("message")
-        if isinstance(message, dict):
-            self._content(message.get("content"), now_ns)
-        elif "response" in data:
-            self._content(data.get("response"), now_ns)
-        elif "done" not in data:
-            raise RequestError(f"not an ollama stream: {json.dumps(data)[:120]}")
-        if data.get("done"):
-            out.done = True
-            out.finish_reason = data.get("done_reason") or "stop"
-            if data.get("prompt_eval_count") is not None:
-                out.prompt_evaluated = out.prompt_tokens = server_count(data["prompt_eval_count"], "prompt_eval_count")
-            if data.get("eval_count") is not None:
-                out.completion_tokens = server_count(data["eval_count"], "eval_count")
-                out.output_tokens_source = "eval_count"
-                out.counters = EngineCounters(
-                    prompt_tokens=server_count(data.get("prompt_eval_count") or 0, "prompt_eval_count"),
-                    prompt_ms=server_ms(data.get("prompt_eval_duration"), "prompt_eval_duration", 1e-6),
-                    decode_tokens=out.completion_tokens,
-                    decode_ms=server_ms(data.get("eval_duration"), "eval_duration", 1e-6),
-                )
-
-    def finish(self, now_ns: int) -> StreamOutcome:
-        out = self.outcome
-        out.end_ns = now_ns
-        if not out.complete:
-            raise RequestError(
-                f"stream ended mid-generation after {len(out.chunk_ns)} chunks (no finish_reason / [DONE])"
-            )
-        return out
-
-
-def timed_out(config: EndpointConfig) -> RequestError:
-    return RequestError(f"request timed out (overall limit {config.timeout_s:g} s per request)")
-
-
-def bounded_lines(chunks: Iterable[str], deadline: float, config: EndpointConfig) -> Iterator[str]:
-    """The lines of a streamed body, under an overall deadline (time.monotonic()) checked at every chunk that
-    arrives -- httpx's read timeout restarts at each byte, so a server trickling bytes without a newline would
-    otherwise hold the request for ever -- and a cap on one line's length. A server that sends nothing at all
-    is ended by the read timeout, so a request ends within about twice config.timeout_s at worst."""
-    pending = ""
-    for chunk in chunks:
-        if time.monotonic() > deadline:
-            raise timed_out(config)
-        pending += chunk
-        if "\n" in pending:
-            *lines, pending = pending.split("\n")
-            for line in lines:
-                yield line.rstrip("\r")
-        if len(pending) > MAX_LINE_CHARS:
-            raise RequestError(f"not an OpenAI-compatible stream: a line longer than {MAX_LINE_CHARS} characters")
-    if pending:
-        yield pending.rstrip("\r")
-
-
-def read_bounded(
-    client: httpx.Client, method: str, url: str, config: EndpointConfig, body: Any = None
-) -> httpx.Response:
-    """A whole (non-streamed) answer read under the overall deadline and MAX_BODY_BYTES; raises httpx errors
-    as they come and RequestError past a bound."""
-    deadline = time.monotonic() + config.timeout_s
-    with client.stream(method, url, json=body) as response:
-        data = bytearray()
-        for chunk in response.iter_bytes():
-            data += chunk
-            if len(data) > MAX_BODY_BYTES:
-                raise RequestError(f"{response.request.url.path} answered more than {MAX_BODY_BYTES >> 20} MiB")
-            if time.monotonic() > deadline:
-                raise timed_out(config)
-        # The body is decoded already: drop the framing headers so the copy is not decoded twice.
-        drop = {"content-encoding", "content-length", "transfer-encoding"}
-        headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in drop]
-        return httpx.Response(response.status_code, headers=headers, content=bytes(data), request=response.request)
-
-
-def response_json(response: httpx.Response) -> Any:
-    """The JSON of an answer; RequestError (one line) for anything unreadable."""
-    try:
-        return response.json()
-    except (ValueError, RecursionError):
-        raise RequestError(f"{response.request.url.path} answered no JSON: {response.text[:80]!r}") from None
-
-
-def stream_lines(lines: Iterable[str], parser: StreamParser, clock: Any = time.perf_counter_ns) -> StreamOutcome:
-    for line in lines:
-        parser.feed(line, clock())
-    return parser.finish(clock())
-
-
-def stream_ok(response: httpx.Response, ndjson: bool) -> bool:
-    """Whether `response` is a stream this module reads (before reading its body)."""
-    wanted = ("application/x-ndjson", "application/json") if ndjson else ("text/event-stream",)
-    return response.status_code < 400 and response.headers.get("content-type", "").startswith(wanted)
-
-
-def bad_stream(response: httpx.Response) -> RequestError:
-    """Why a response that failed `stream_ok` is no stream (its body read): HTTP errors carry the server's
-    message; a 200 with another content type is a non-OpenAI answer."""
-    if response.status_code >= 400:
-        return RequestError(error_message(response))
-    if 300 <= response.status_code < 400:
-        # httpx does not follow redirects (a POST must not be replayed elsewhere unasked): say where it points.
-        where = response.headers.get("location") or "no Location header"
-        return RequestError(
-            f"HTTP {response.status_code} redirect from {response.request.url.path} to {where}: set the entry's "
-            "endpoint to the server's final URL"
-        )
-    kind = response.headers.get("content-type", "") or "no content type"
-    return RequestError(
-        f"not an OpenAI-compatible stream: {response.request.url.path} answered {kind} ({response.text[:80]!r})"
-    )
-
-
-def needs_text_count(flavor: str, outcome: StreamOutcome, max_new_tokens: int) -> bool:
-    """llama-cpp-python's stream carries no usage. Stopped by the cap, it generated exactly max_tokens (filled
-    in here); stopped by EOS, True: its own tokenizer must count the text (/extras/tokenize/count), which can
-    differ from the ids it sampled by a token."""
-    if outcome.completion_tokens is not None or flavor != "llama-cpp-python":
-        return False
-    if outcome.finish_reason == "length":
-        outcome.completion_tokens, outcome.output_tokens_source = max_new_tokens, "max_tokens"
-        return False
-    return True
-
-
-COUNT_PATH = "/extras/tokenize/count"
-
-
-def count_difference(full: httpx.Response, empty: httpx.Response) -> int | None:
-    """Tokens of a text from two /extras/tokenize/count answers: the text's and the empty string's (the BOS
-    the endpoint adds for models that want one)."""
-    for response in (full, empty):
-        if response.status_code >= 400:
-            raise RequestError(error_message(response))
-    try:
-        n, base = full.json().get("count"), empty.json().get("count")
-    except (ValueError, AttributeError, RecursionError):
-        raise RequestError(f"{COUNT_PATH} answered without a count: {full.text[:80]!r}") from None
-    if n is None:
-        return None
-    return server_count(n, "count") - server_count(base or 0, "count")
 
 
 STOP_REASONS = {"stop": "eos", "eos": "eos", "length": "length"}
@@ -491,42 +105,6 @@ def to_generation(outcome: StreamOutcome) -> GenerationResult:
         itl_unit=outcome.itl_unit,
         output_tokens_source=outcome.output_tokens_source,
     )
-
-
-# --- the server's identity ----------------------------------------------------------------------------
-def detect_flavor(client: httpx.Client, config: EndpointConfig, response: httpx.Response | None) -> Flavor:
-    """Which server this is, from what it answers (`response`: its GET /v1/models, None when config.server
-    names the server): decides the no-cache option and where counters come from."""
-    if config.server != "auto":
-        return config.server  # type: ignore[return-value]
-    if response is not None and response.status_code < 400:
-        with contextlib.suppress(ValueError, TypeError, AttributeError, RecursionError):
-            models = response.json().get("data") or []
-            owners = {m.get("owned_by") for m in models if isinstance(m, dict)}
-            if "me" in owners:
-                return "llama-cpp-python"
-            if "llamacpp" in owners:
-                return "llama-server"
-    with contextlib.suppress(httpx.HTTPError, ValueError, TypeError, RecursionError, RequestError):
-        version = read_bounded(client, "GET", f"{config.root}/api/version", config)
-        if version.status_code == 200 and "version" in version.json():
-            return "ollama"
-    return "openai"
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def http_failure(exc: httpx.HTTPError, config: EndpointConfig) -> RequestError:
-    if isinstance(exc, httpx.ConnectError):
-        return RequestError(f"connection to {config.root} failed ({_one_line(exc)}): server not running?")
-    if isinstance(exc, httpx.TimeoutException):
-        return RequestError(f"request timed out ({type(exc).__name__}, limit {config.timeout_s:g} s)")
-    if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError)):
-        return RequestError(f"stream cut mid-generation: {_one_line(exc)}")
-    return RequestError(_one_line(exc))
 
 
 # --- local tokenizer (fitting talks into n_ctx) --------------------------------------------------------
@@ -821,7 +399,7 @@ class OpenAIHttpBackend(Backend):
         try:
             return read_bounded(self.client, "GET", f"{self.endpoint.root}/v1/models", self.endpoint)
         except httpx.HTTPError as exc:
-            raise HarnessError(f"cannot reach {self.endpoint.root}: {_one_line(exc)}; is the server running?") from None
+            raise HarnessError(f"cannot reach {self.endpoint.root}: {one_line(exc)}; is the server running?") from None
         except RequestError as exc:
             raise HarnessError(f"{self.endpoint.root}/v1/models: {exc}; is this an OpenAI-compatible server?") from None
 

@@ -51,13 +51,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def _worker(args: argparse.Namespace) -> int:
     from harness.errors import HarnessError
-    from harness.fleet import require_dask
+    from harness.fleet import probe_scheduler, require_dask
 
     if not math.isfinite(args.death_timeout) or args.death_timeout <= 0:
         # nan/inf/-1 would make the worker wait for ever (or crash inside Dask): refuse before it starts.
         raise HarnessError(f"--death-timeout {args.death_timeout:g}: give a number of seconds above 0, e.g. 60")
     require_dask()
-    from harness.fleet.worker import serve
+    from harness.fleet.fingerprint import check_name
+    from harness.fleet.worker import check_scheduler_address, serve
 
     limit = None
     if args.memory_limit:
@@ -71,5 +72,12 @@ def _worker(args: argparse.Namespace) -> int:
             ) from None
         if limit <= 0:
             raise HarnessError("--memory-limit must be more than 0")
+    # Before Dask's worker starts: a port that refuses, stays silent or speaks another protocol is one line
+    # within --death-timeout here, where inside the worker's start-up it is a traceback or a MemoryError.
+    check_scheduler_address(args.scheduler)
+    check_name("device", args.device)  # usage errors first: a bad name is not a network problem
+    for tag in args.tags:
+        check_name("tag", tag)
+    probe_scheduler(args.scheduler, args.death_timeout)
     serve(args.scheduler, args.device, args.tags, limit, args.death_timeout, echo=lambda line: print(line, flush=True))
     return 0

@@ -16,7 +16,7 @@ from harness import params
 from harness.errors import HarnessError
 from harness.interrupts import RunInterrupted
 from harness.resume import resume_hint
-from harness.runner import RunConfig, Runner
+from harness.run import RunConfig, Runner
 
 
 def register(sub: argparse._SubParsersAction) -> None:

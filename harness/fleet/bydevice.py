@@ -30,8 +30,7 @@ _HARDWARE: dict[str, str] = {
 def _devices_section(run: Run) -> dict[str, Any]:
     if run.record is None:
         return {}
-    devices = run.record.extra.get("devices")
-    return devices if isinstance(devices, dict) else {}
+    return run.record.devices  # declared on RunRecord (a dict; a damaged value is refused when loaded)
 
 
 def _fingerprint(run: Run) -> dict[str, Any]:

@@ -6,6 +6,10 @@ nowhere else, and writes rows into one run directory as the jobs stream them bac
 its `device`, and run.json holds each device's fingerprint and environment, the sha256 of the weights
 each device ran, and each job's outcome.
 
+The parts: `harness.fleet.connect` (the scheduler, its devices, `--devices`), `harness.fleet.jobs` (each
+job's planned samples and the rows it owes), `harness.run.record.FleetRecordBuilder` (run.json, the only code
+that changes the record), `harness.fleet.summary` (per-device summary files); this module runs the jobs.
+
 Faults, each ending in rows rather than in a hung or lost run:
 
 - A device that leaves the scheduler mid-job (crash, power, network): rows it already sent are kept;
@@ -14,214 +18,63 @@ Faults, each ending in rows rather than in a hung or lost run:
 - A device that refuses a job (see harness.fleet.job; also a harness or Dask version other than the
   driver's): one error row per sample, with the reason.
 - Ctrl-C: every job is told to stop (a Dask Event the jobs check between samples) and cancelled; the
-  rows written so far are kept and run.json says `status: interrupted`.
+  rows written so far are kept and run.json says `status: interrupted` (`interrupted_by`: the signal).
 - The driver's and the scheduler's Dask versions differ: one line, exit 2, before anything runs.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
-import math
 import queue
-import socket
 import time
-import warnings
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from harness import __version__, safefs
-from harness.corpus import Talk, builtin_name, corpus_label, corpus_path, load_corpus
+from harness import __version__
+from harness.corpus import builtin_name, corpus_path, load_corpus
 from harness.env import git_commit
-from harness.errors import HarnessError, unknown
-from harness.fleet import FINGERPRINT_KEY, RESOURCE_DEVICE, RESOURCE_TAG, require_dask
+from harness.errors import HarnessError
+from harness.fleet import RESOURCE_DEVICE
+from harness.fleet.connect import (
+    Device,
+    check_scheduler_versions,
+    connect,
+    device_refusal,
+    discover,
+    live_device_names,
+    select_devices,
+    version_mismatch,
+)
 from harness.fleet.fingerprint import summary_line
 from harness.fleet.job import FleetJob, run_job
-from harness.fleet.worker import check_scheduler_address
+from harness.fleet.jobs import FleetRows, JobState, n_configs
+from harness.fleet.summary import summarise_by_device
 from harness.interrupts import RunInterrupted, interruptible
-from harness.models.registry import ModelEntry, load_models, select_models
-from harness.results.layout import RESULTS_CSV, SUMMARY_CSV, SUMMARY_MODELS_CSV
-from harness.results.rows import ModelRowContext, error_row, summary_record
-from harness.results.schema import COLUMNS
+from harness.models.registry import load_models, select_models
+from harness.params import plan_size_problem
 from harness.results.writer import RunWriter
+from harness.run.config import RunConfig
+from harness.run.plan import plan, select_talks
+from harness.run.record import FleetRecordBuilder, fleet_config_record
 
 Printer = Callable[[str], None]
 
-# Dask packages whose versions must agree between driver, scheduler and devices (Dask's own list, less
-# the optional ones): a mismatch breaks the wire protocol in ways that surface far from the cause.
-DASK_PACKAGES = ("dask", "distributed", "msgpack", "cloudpickle", "tornado", "toolz")
 LIVENESS_S = 0.5  # how often the driver looks for devices that left
 LOST_GRACE_S = 1.0  # events a lost device sent just before leaving still arrive within this
-CONNECT_TIMEOUT_S = 10.0
 POLL_S = 0.1  # the driver's loop: rows, finished jobs, lost devices
 CANCEL_DRAIN_S = 5.0  # after Ctrl-C: how long the devices get to stop (at their next sample)
-
-SampleKey = tuple[str, str, str, str, str]  # device, model, config_id, talk_id, repeat
-SlotKey = tuple[str, str, str, str]  # device, model, talk_id, repeat: n_configs rows each
-
-
-@dataclass
-class Device:
-    name: str
-    address: str
-    tags: list[str]
-    fingerprint: dict[str, Any]
-    dask_versions: dict[str, str | None] = field(default_factory=dict)
-
-
-@dataclass
-class JobState:
-    device: str
-    entry: ModelEntry
-    samples: list[tuple[str, int]]  # (talk_id, repeat) planned
-    attempt: int = 0
-    future: Any = None
-    done: bool = False
-    lost_at: float | None = None
-    outcome: str = "pending"  # done | refused | failed | lost | cancelled | "cancelled, unconfirmed"
-    reason: str = ""
-    run_json: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def job_id(self) -> str:
-        return f"{self.device}/{self.entry.id}"
-
-
-def sample_key(row: dict[str, Any]) -> SampleKey:
-    """What makes a row unique in a fleet run (config_id: the sweep's config, empty without a sweep)."""
-    return tuple(str(row.get(k, "") or "") for k in ("device", "model", "config_id", "talk_id", "repeat"))  # type: ignore[return-value]
-
-
-def n_configs(config: Any) -> int:
-    """How many configs each model runs: the product of the swept values (1 without a sweep)."""
-    sweep = getattr(config, "sweep", None) or {}
-    return math.prod(len(v) for v in sweep.values()) if sweep else 1
-
-
-# --- connecting ----------------------------------------------------------------------------------
-
-
-def connect(address: str) -> Any:
-    """A Dask client for `address`, or a one-line HarnessError."""
-    check_scheduler_address(address)
-    require_dask()
-    from distributed import Client
-
-    host, _, port = address.partition("://")[2].rpartition(":")
-    try:  # a refused port fails here at once; Dask's client would retry until its timeout
-        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
-    except OSError as exc:
-        raise HarnessError(
-            f"cannot reach the scheduler at {address} ({exc.strerror or exc}); start it with `dask scheduler` "
-            f"and check --fleet"
-        ) from None
-
-    logging.getLogger("distributed").setLevel(logging.ERROR)  # the driver reports faults itself
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Dask's multi-line version table: checked below in one line
-            return Client(address, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
-    except (OSError, TimeoutError) as exc:
-        raise HarnessError(
-            f"cannot reach the scheduler at {address} ({str(exc).splitlines()[0]}); start it with "
-            f"`dask scheduler` and check --fleet"
-        ) from None
-
-
-def version_mismatch(mine: dict[str, Any], theirs: dict[str, Any], where: str) -> str | None:
-    """One line naming the Dask packages (and Python minor version) that differ, or None."""
-    diffs = []
-    my_pkgs, their_pkgs = mine.get("packages", {}), theirs.get("packages", {})
-    for pkg in DASK_PACKAGES:
-        a, b = my_pkgs.get(pkg), their_pkgs.get(pkg)
-        if a and b and a != b:
-            diffs.append(f"{pkg} {a} here vs {b} on {where}")
-    py_a = ".".join(str(mine.get("host", {}).get("python", "")).split(".")[:2])
-    py_b = ".".join(str(theirs.get("host", {}).get("python", "")).split(".")[:2])
-    if py_a and py_b and py_a != py_b:
-        diffs.append(f"Python {py_a} here vs {py_b} on {where}")
-    return "; ".join(diffs) or None
-
-
-def check_scheduler_versions(client: Any, address: str) -> dict[str, Any]:
-    versions = client.get_versions(check=False)
-    mismatch = version_mismatch(versions["client"], versions["scheduler"], "the scheduler")
-    if mismatch:
-        raise HarnessError(
-            f"Dask versions differ between this driver and the scheduler at {address}: {mismatch}; install the "
-            f"same dask[distributed] (pip install -e '.[fleet]') on the driver, the scheduler and every device"
-        )
-    return versions
-
-
-def discover(client: Any, versions: dict[str, Any] | None = None) -> dict[str, Device]:
-    """Harness devices connected to the scheduler, by name (plain Dask workers are ignored)."""
-    info = client.scheduler_info(n_workers=-1)
-    worker_versions = (versions or {}).get("workers", {})
-    devices: dict[str, Device] = {}
-    for address, w in info.get("workers", {}).items():
-        fp = w.get(FINGERPRINT_KEY)
-        if not isinstance(fp, dict):
-            continue
-        resources = w.get("resources") or {}
-        tags = sorted(r[len(RESOURCE_TAG) :] for r in resources if r.startswith(RESOURCE_TAG))
-        pkgs = (worker_versions.get(address) or {}).get("packages", {})
-        devices[str(w.get("name"))] = Device(str(w.get("name")), address, tags, fp, pkgs)
-    return devices
-
-
-def live_device_names(client: Any) -> set[str]:
-    info = client.scheduler_info(n_workers=-1)
-    return {str(w.get("name")) for w in info.get("workers", {}).values() if w.get(FINGERPRINT_KEY)}
-
-
-def select_devices(fleet: dict[str, Device], spec: str, address: str) -> list[Device]:
-    """`all`, `NAME,NAME`, `tag:T` (and mixes: `a,tag:npu`) -> devices, in name order."""
-    if not fleet:
-        raise HarnessError(
-            f"no harness device has joined the scheduler at {address}; start one on each device with "
-            f"`harness fleet worker --scheduler {address} --device NAME`"
-        )
-    chosen: dict[str, Device] = {}
-    for item in [s.strip() for s in spec.split(",") if s.strip()] or ["all"]:
-        if item == "all":
-            chosen.update(fleet)
-        elif item.startswith("tag:"):
-            tag = item[4:]
-            hits = {n: d for n, d in fleet.items() if tag in d.tags}
-            if not hits:
-                known = sorted({t for d in fleet.values() for t in d.tags})
-                raise HarnessError(
-                    f'no device has tag "{tag}"; tags in the fleet: {", ".join(known) or "none"} '
-                    f"(give a device tags with `harness fleet worker --tags`)"
-                )
-            chosen.update(hits)
-        elif item in fleet:
-            chosen[item] = fleet[item]
-        else:
-            raise unknown("device", item, fleet)
-    return [chosen[n] for n in sorted(chosen)]
-
-
-def _select_talks(talks: list[Talk], wanted: list[str]) -> list[Talk]:
-    by_id = {t.id: t for t in talks}
-    for name in wanted:
-        if name not in by_id:
-            raise unknown("talk", name, by_id)
-    return [by_id[n] for n in wanted] if wanted else talks
-
-
-# --- the run ---------------------------------------------------------------------------------------
+# RunConfig fields a job does not take from the driver's options: its FleetJob carries them.
+_JOB_OWN = frozenset({"models", "talks", "out", "corpus", "models_file"})
 
 
 class FleetRun:
+    """One fleet run: its jobs, their rows and its record, from planning to the final run.json."""
+
     def __init__(
         self,
-        config: Any,  # harness.runner.RunConfig
+        config: RunConfig,
         scheduler: str,
         devices: str = "all",
         retry_window_s: float = 0.0,
@@ -234,24 +87,22 @@ class FleetRun:
         self.device_spec = devices
         self.retry_window_s = retry_window_s
         self.echo = echo
-        # Check what can be checked here before touching the network: models and talks exist.
+        # Check what can be checked here before touching the network: models and talks exist, the plan fits.
         self.entries = select_models(load_models(config.models_file), config.models)
-        self.talks = _select_talks(load_corpus(config.corpus), config.talks)
-        self.samples = [(t.id, r) for t in self.talks for r in range(config.repeats)]
+        self.talks = select_talks(load_corpus(config.corpus), config.talks)
+        too_big = plan_size_problem(n_configs(config), len(self.entries), len(self.talks), config.repeats)
+        if too_big:
+            raise HarnessError(too_big)
+        # Every job of a model plans the samples a local run of it would (the device orders its configs).
+        planned = plan([e.id for e in self.entries], [], self.talks, config.repeats)
+        self.planned = {e.id: [s for s in planned if s.model == e.id] for e in self.entries}
         self.events: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
-        self.written: set[SampleKey] = set()
-        self.slots: Counter[SlotKey] = Counter()  # rows written per device x model x talk x repeat
-        self.per_slot = n_configs(config)
-        self.errors = 0
         self.jobs: dict[str, JobState] = {}
-        self.column_warned: set[str] = set()
         self.scheduler_lost = False
-        self.extra_warnings: list[str] = []
 
     # ------------------------------------------------------------------------------------------------
     def _job_config(self) -> dict[str, Any]:
-        skip = {"models", "talks", "out", "corpus", "models_file"}
-        return {k: v for k, v in asdict(self.config).items() if k not in skip}
+        return {k: v for k, v in asdict(self.config).items() if k not in _JOB_OWN}
 
     def _wire(self, state: JobState, talks: list[str]) -> dict[str, Any]:
         fp = self.devices[state.device].fingerprint
@@ -284,60 +135,6 @@ class FleetRun:
         )
 
     # ------------------------------------------------------------------------------------------------
-    def _row(self, row: dict[str, Any], summary: dict[str, Any]) -> None:
-        key = sample_key(row)
-        slot = (key[0], key[1], key[3], key[4])
-        if key in self.written or self.slots[slot] >= self.per_slot:
-            return  # a re-run's repeat of a finished sample, or a late row for one already written as an error
-        self.written.add(key)
-        self.slots[slot] += 1
-        unknown_columns = sorted(set(row) - set(COLUMNS))
-        if unknown_columns and key[0] not in self.column_warned:
-            # Same version number, other code: keep the row in this run's schema and say what was dropped.
-            self.column_warned.add(key[0])
-            self.extra_warnings.append(
-                f"{key[0]}: rows had columns this driver does not know, dropped: {', '.join(unknown_columns)}; "
-                f"install the driver's harness commit on the device"
-            )
-        row = {k: v for k, v in row.items() if k in COLUMNS} | {"run_id": self.writer.run_id}
-        self.writer.write_row(row, {**summary, "run_id": self.writer.run_id})
-        if str(row.get("status", "")).strip() != "ok":
-            self.errors += 1
-
-    def _error_rows(self, state: JobState, message: str) -> int:
-        """One error row per planned sample of `state` that has no row yet."""
-        n = 0
-        talks = {t.id: t for t in self.talks}
-        for talk_id, rep in state.samples:
-            for _ in range(self._missing(state, talk_id, rep)):
-                self._error_row(state, talks[talk_id], rep, message)
-                n += 1
-        return n
-
-    def _missing(self, state: JobState, talk_id: str, rep: int) -> int:
-        return max(0, self.per_slot - self.slots[(state.device, state.entry.id, talk_id, str(rep))])
-
-    def _error_row(self, state: JobState, talk: Talk, rep: int, message: str) -> None:
-        """One error row. Its config_id stays empty: the driver knows how many of a sample's configs are
-        missing, not which (the runner plans them on the device); the message names the device and why."""
-        base = {
-            "run_id": self.writer.run_id,
-            "device": state.device,
-            "model": state.entry.id,
-            "backend": state.entry.backend,
-            "quant": state.entry.quant,
-            "max_new_tokens": self.config.max_new_tokens,
-            "min_new_tokens": self.config.min_new_tokens,
-            "summary_lang": self.config.summary_lang or talk.lang,
-        }
-        row = error_row(ModelRowContext(base=base), talk, rep, message, None)
-        self.errors += 1
-        self.slots[(state.device, state.entry.id, talk.id, str(rep))] += 1
-        self.writer.write_row(row, {**summary_record(row, talk, ""), "device": state.device})
-
-    def _missing_talks(self, state: JobState) -> list[str]:
-        return list(dict.fromkeys(t for t, r in state.samples if self._missing(state, t, r)))
-
     def _drain(self) -> None:
         while True:
             try:
@@ -345,22 +142,28 @@ class FleetRun:
             except queue.Empty:
                 return
             if msg.get("kind") == "row":
-                self._row(msg["row"], msg["summary"])
+                self.rows.row(msg["row"], msg["summary"])
             elif msg.get("kind") == "line":
                 device = str(msg.get("job", "")).split("/", 1)[0]
                 self.echo(f"[{device}] {msg.get('text', '')}")
+
+    def _result(self, state: JobState, result: dict[str, Any]) -> None:
+        """What a job returned: its rows (those not streamed already) and its run.json, merged once."""
+        for row, summary in zip(result["rows"], result["summaries"], strict=True):
+            self.rows.row(row, summary)
+        state.run_json = result["run_json"]
+        self.builder.merge_job(state.device, state.entry.id, state.run_json)
 
     def _finish(self, state: JobState, outcome: str, reason: str = "") -> None:
         state.done = True
         state.outcome = outcome
         state.reason = reason
-        n_rows = sum(self.slots[(state.device, state.entry.id, t, str(r))] for t, r in state.samples)
         done = sum(1 for s in self.jobs.values() if s.device == state.device and s.done)
         total = sum(1 for s in self.jobs.values() if s.device == state.device)
         why = f": {reason}" if reason and outcome != "done" else ""
         self.echo(
-            f"[{state.device}] {state.entry.id}: {outcome}{why} | {n_rows}/{len(state.samples) * self.per_slot} "
-            f"rows | device {state.device}: {done}/{total} jobs finished"
+            f"[{state.device}] {state.entry.id}: {outcome}{why} | {self.rows.of_job(state)}/"
+            f"{len(state.samples) * self.rows.per_slot} rows | device {state.device}: {done}/{total} jobs finished"
         )
         self._write_record()
 
@@ -370,21 +173,18 @@ class FleetRun:
         if future.status == "error":
             exc = future.exception()
             self._drain()
-            self._error_rows(state, f"device {state.device}: job failed: {type(exc).__name__}: {exc}")
+            self.rows.error_rows(state, f"device {state.device}: job failed: {type(exc).__name__}: {exc}")
             self._finish(state, "failed", str(exc))
             return
         result = future.result()
         self._drain()
         if result["status"] == "refused":
-            message = f"device {state.device} refused the job: {result['reason']}"
-            self._error_rows(state, message)
+            self.rows.error_rows(state, f"device {state.device} refused the job: {result['reason']}")
             self._finish(state, "refused", result["reason"])
             return
-        for row, summary in zip(result["rows"], result["summaries"], strict=True):
-            self._row(row, summary)
-        state.run_json = result["run_json"]
+        self._result(state, result)
         if result["status"] == "done":
-            self._error_rows(state, f"device {state.device}: the job ended without this sample")
+            self.rows.error_rows(state, f"device {state.device}: the job ended without this sample")
         self._finish(state, result["status"], result.get("reason", ""))
 
     def _check_liveness(self, now: float) -> None:
@@ -409,12 +209,12 @@ class FleetRun:
             elif state.lost_at is not None:
                 if state.device in live and self._may_retry(state) and now - state.lost_at <= self.retry_window_s:
                     self._refresh_device(state.device)
-                    talks = self._missing_talks(state)
+                    talks = self.rows.missing_talks(state)
                     self.echo(f"[{state.device}] rejoined: running {state.entry.id} once more ({len(talks)} talk(s))")
                     self._submit(state, talks)
                 elif now - state.lost_at >= max(LOST_GRACE_S, self.retry_window_s if self._may_retry(state) else 0):
                     self._drain()
-                    self._error_rows(
+                    self.rows.error_rows(
                         state,
                         f"device {state.device} lost mid-job: its worker left the scheduler before this sample "
                         f"finished",
@@ -427,110 +227,25 @@ class FleetRun:
     def _refresh_device(self, name: str) -> None:
         fleet = discover(self.client)
         if name in fleet:
-            self.devices[name] = fleet[name]
+            self.devices[name] = device = fleet[name]
+            self.builder.device(name, device.address, device.tags, device.fingerprint)
 
     # ------------------------------------------------------------------------------------------------
     def _write_record(self) -> None:
-        record = self.record
-        devices: dict[str, Any] = {}
-        models: dict[str, Any] = {}
-        prompts: dict[str, Any] = {}
-        warnings_: list[str] = []
-        for name, device in self.devices.items():
-            devices[name] = {
-                "worker": device.address,
-                "tags": device.tags,
-                "fingerprint": device.fingerprint,
-                "jobs": {},
-            }
         for state in self.jobs.values():
-            job_json = state.run_json
-            entry: dict[str, Any] = {"outcome": state.outcome, "attempts": state.attempt}
-            if state.reason:
-                entry["reason"] = state.reason
-            model_json = (job_json.get("models") or {}).get(state.entry.id) or {}
-            if model_json:
-                entry["sha256"] = model_json.get("sha256")
-                entry["provider"] = model_json.get("provider")
-                entry["load_s"] = model_json.get("load_s")
-                merged = models.setdefault(state.entry.id, {**model_json, "sha256_by_device": {}})
-                merged["sha256_by_device"][state.device] = model_json.get("sha256")
-            if job_json.get("environment") and "environment" not in devices[state.device]:
-                devices[state.device]["environment"] = job_json["environment"]
-            if job_json.get("overhead"):
-                entry["overhead"] = job_json["overhead"]
-            prompts.update(job_json.get("prompts") or {})
-            warnings_ += [f"{state.device}: {w}" for w in job_json.get("warnings") or []]
-            devices[state.device]["jobs"][state.entry.id] = entry
-        for model_id, merged in models.items():
-            shas = {s for s in merged["sha256_by_device"].values() if s}
-            if len(shas) > 1:
-                warnings_.append(
-                    f"{model_id}: the devices ran different weights (sha256 differs: "
-                    + ", ".join(f"{d}={s[:12]}" for d, s in merged["sha256_by_device"].items() if s)
-                    + ")"
-                )
-        record.update(devices=devices, models=models, prompts=prompts, warnings=warnings_ + self.extra_warnings)
-        if len(devices) == 1:
-            # One device: its environment is the run's, so compare's like-for-like check applies as usual.
-            only = next(iter(devices.values()))
-            record["environment"] = only.get("environment") or only["fingerprint"].get("environment")
-        record["written_rows"] = sum(self.slots.values())
-        self.writer.write_run_json(record)
-
-    def _summarise(self) -> None:
-        import pandas as pd
-
-        from harness.results.summary import summarise_frame
-
-        path = self.writer.dir / RESULTS_CSV
-        try:
-            df = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype={"talk_id": str, "device": str})
-        except (OSError, pd.errors.EmptyDataError):
-            return
-        if df.empty:
-            return
-        # Per device (each job printed its own tables as it finished): a device column leads each file.
-        per_talk, per_model, summary = [], [], {}
-        for device in dict.fromkeys(df["device"]):
-            result = summarise_frame(df[df["device"] == device])
-            summary[device] = result.run_json
-            per_talk.append(result.per_talk.assign(device=device))
-            per_model.append(pd.DataFrame(result.per_model).assign(device=device))
-        for frames, name in ((per_talk, SUMMARY_CSV), (per_model, SUMMARY_MODELS_CSV)):
-            table = pd.concat(frames)
-            table = table[["device", *[c for c in table.columns if c != "device"]]]
-            # Never through a planted link (harness.safefs): a fresh temporary renamed over the file.
-            safefs.write_atomic(self.writer.dir / name, table.to_csv(index=False, float_format="%.6g"))
-        self.record["summary"] = {"by_device": summary}
+            self.builder.job(state.device, state.entry.id, state.outcome, state.attempt, state.reason)
+        self.builder.rows(self.rows.total)
+        self.writer.write_run_json(self.builder.record)
 
     def _start_record(self) -> None:
         cfg = self.config
-        from harness.models.sources import file_sha256
-
-        self.record = {
-            "run_id": self.writer.run_id,
-            "harness_version": __version__,
-            "git_commit": git_commit(),
-            "command": cfg.command,
-            "started_at": datetime.now(timezone.utc).isoformat(),
-            "status": "running",
-            "config": {
-                **{k: (str(v) if isinstance(v, Path) else v) for k, v in self._job_config().items()},
-                "models": [e.id for e in self.entries],
-                "talks": [t.id for t in self.talks],
-                "corpus": corpus_label(cfg.corpus),
-                "corpus_sha256": file_sha256(corpus_path(cfg.corpus)),
-            },
-            "fleet": {
-                "scheduler": self.scheduler,
-                "devices_requested": self.device_spec,
-                "devices": sorted(self.devices),
-                "retry_window_s": self.retry_window_s,
-            },
-            "planned_samples": len(self.jobs) * len(self.samples) * self.per_slot,
-            "written_rows": 0,
-        }
+        self.builder = FleetRecordBuilder.start_fleet(
+            run_id=self.writer.run_id, command=cfg.command, config=fleet_config_record(cfg, self.entries, self.talks),
+            planned_samples=sum(len(s.samples) for s in self.jobs.values()) * n_configs(cfg), git_commit=git_commit(),
+        )  # fmt: skip
+        self.builder.fleet(self.scheduler, self.device_spec, list(self.devices), self.retry_window_s)
+        for device in self.devices.values():
+            self.builder.device(device.name, device.address, device.tags, device.fingerprint)
 
     # ------------------------------------------------------------------------------------------------
     def run(self) -> tuple[Path, int]:
@@ -554,9 +269,10 @@ class FleetRun:
         self.cancel_name = f"harness-cancel-{self.writer.run_id}"
         for device in self.devices.values():
             for entry in self.entries:
-                state = JobState(device.name, entry, list(self.samples))
+                state = JobState(device.name, entry, list(self.planned[entry.id]))
                 self.jobs[state.job_id] = state
         self._start_record()
+        self.rows = FleetRows(self.writer, self.config, self.builder.warn)
         self.echo(
             f"harness {__version__} | run {self.writer.run_id} | fleet {self.scheduler}: "
             f"{len(self.devices)} device(s) x {len(self.entries)} model(s) x {len(self.talks)} talk(s) x "
@@ -569,9 +285,9 @@ class FleetRun:
         try:
             with interruptible():
                 for state in self.jobs.values():
-                    refusal = self._device_refusal(self.devices[state.device])
+                    refusal = device_refusal(self.devices[state.device])
                     if refusal:
-                        self._error_rows(state, f"device {state.device} refused the job: {refusal}")
+                        self.rows.error_rows(state, f"device {state.device} refused the job: {refusal}")
                         self._finish(state, "refused", refusal)
                     else:
                         self._submit(state, [t.id for t in self.talks])
@@ -581,22 +297,7 @@ class FleetRun:
             raise
         finally:
             self._close()
-        return self.writer.dir, self.errors
-
-    def _device_refusal(self, device: Device) -> str | None:
-        fp = device.fingerprint
-        if fp.get("harness_version") != __version__:
-            return f"it runs harness {fp.get('harness_version')}, the driver {__version__}; install the same version"
-        mismatch = version_mismatch(
-            {"packages": self._my_dask_versions()}, {"packages": device.dask_versions}, f"device {device.name}"
-        )
-        return f"Dask versions differ: {mismatch}" if mismatch else None
-
-    @staticmethod
-    def _my_dask_versions() -> dict[str, str | None]:
-        from distributed.versions import get_versions
-
-        return get_versions()["packages"]
+        return self.writer.dir, self.rows.errors
 
     def _loop(self) -> None:
         last_check = 0.0
@@ -631,9 +332,7 @@ class FleetRun:
                 if state.future.status == "finished":
                     # Rows it returned were streamed already (or are written now); "cancelled" = it stopped.
                     result = state.future.result()
-                    for row, summary in zip(result["rows"], result["summaries"], strict=True):
-                        self._row(row, summary)
-                    state.run_json = result["run_json"]
+                    self._result(state, result)
                     state.done, state.outcome = True, result["status"]
             self.client.cancel([s.future for s in running if not s.done])
         except Exception as exc:  # the scheduler may be what failed; finalising the run matters more
@@ -644,26 +343,36 @@ class FleetRun:
                 # Cancelled by Dask; not confirmed by the device within CANCEL_DRAIN_S (queued, in a long
                 # sample, or out of reach).
                 state.done, state.outcome = True, "cancelled, unconfirmed"
-        self.record["status"] = "interrupted"
-        self.record["signal"] = signal_name
+        self.builder.interrupted(signal_name)
 
     def _close(self) -> None:
         with contextlib.suppress(Exception):  # the scheduler may be gone; the run directory still closes
             self.client.unsubscribe_topic(self.topic)
         self.writer.close()
-        if self.record.get("status") == "running":
-            self.record["status"] = "complete"
-        self.record["finished_at"] = datetime.now(timezone.utc).isoformat()
-        self._summarise()
+        self.builder.finish_fleet(self.rows.total, self.rows.errors)
+        summary = summarise_by_device(self.writer.dir)
+        if summary is not None:
+            self.builder.summary(summary)
         self._write_record()
-        per_device = [f"{name} {sum(n for k, n in self.slots.items() if k[0] == name)} rows" for name in self.devices]
+        per_device = [f"{name} {self.rows.of_device(name)} rows" for name in self.devices]
         self.echo(
-            f"fleet: {', '.join(per_device)}; {self.errors} error row(s); status {self.record['status']}; "
+            f"fleet: {', '.join(per_device)}; {self.rows.errors} error row(s); status {self.builder.record.status}; "
             f"{self.writer.dir}"
         )
 
 
 def run_fleet(
-    config: Any, scheduler: str, devices: str = "all", retry_window_s: float = 0.0, echo: Printer = print
+    config: RunConfig, scheduler: str, devices: str = "all", retry_window_s: float = 0.0, echo: Printer = print
 ) -> tuple[Path, int]:
     return FleetRun(config, scheduler, devices, retry_window_s, echo).run()
+
+
+__all__ = [  # the connect names are re-exported: callers and tests import them from the driver too
+    "Device",
+    "FleetRun",
+    "check_scheduler_versions",
+    "connect",
+    "run_fleet",
+    "select_devices",
+    "version_mismatch",
+]

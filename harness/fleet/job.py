@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import tempfile
 import threading
 from collections.abc import Callable
@@ -28,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import __version__
+from harness import __version__, safefs
 from harness.errors import HarnessError
 
 Sink = Callable[[dict[str, Any]], None]
@@ -69,6 +70,13 @@ class JobResult:
 
     def wire(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _write_new(path: Path, text: str) -> None:
+    """A new file in the job's own temporary folder, created exclusively through harness.safefs: never an
+    existing file or a link planted under the name (as every file the harness writes)."""
+    with os.fdopen(safefs.create_new(path), "w", encoding="utf-8", newline="") as fh:
+        fh.write(text)
 
 
 class JobCancelled(BaseException):
@@ -239,7 +247,7 @@ def run_job(wire: dict[str, Any], sink: Sink | None = None) -> dict[str, Any]:
     sink = sink or _dask_sink()
     cancelled = _cancel_check(job.cancel_event)
 
-    from harness.runner import RunConfig, Runner
+    from harness.run import RunConfig, Runner
 
     with tempfile.TemporaryDirectory(prefix="harness-fleet-") as tmp_name:
         tmp = Path(tmp_name)
@@ -247,10 +255,10 @@ def run_job(wire: dict[str, Any], sink: Sink | None = None) -> dict[str, Any]:
         models_file = None
         if job.corpus_text is not None:
             corpus = tmp / "corpus.jsonl"
-            corpus.write_text(job.corpus_text, encoding="utf-8")
+            _write_new(corpus, job.corpus_text)
         if job.models_text is not None:
             models_file = tmp / "models.yaml"
-            models_file.write_text(job.models_text, encoding="utf-8")
+            _write_new(models_file, job.models_text)
         out = tmp / "runs"
         try:
             config = RunConfig(

@@ -1,8 +1,8 @@
 """One judge request: a greedy, seeded, non-streaming chat completion against an OpenAI-compatible endpoint.
 
 Non-streaming because the judge's answer is a few tokens of JSON and no timing is measured. The endpoint
-settings, the server's error messages and the one-line HTTP failures are the `openai` backend's
-(harness.backends.openai_http), so a judge fails the way a benchmarked server does.
+settings, the server's error messages and the one-line HTTP failures are the project's HTTP client's
+(harness.http, shared with the `openai` backend), so a judge fails the way a benchmarked server does.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Any
 
 import httpx
 
-from harness.backends.openai_http import SEED, EndpointConfig, error_message, http_failure
 from harness.errors import HarnessError
+from harness.http import SEED, EndpointConfig, error_message, http_failure
 
 
 class JudgeRequestError(RuntimeError):

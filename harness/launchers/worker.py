@@ -1,6 +1,6 @@
 """The worker: one process per model (× configuration). Loads the backend, then answers the parent.
 
-Generic: it knows a backend by an importable reference and a scenario by name, both from the job. It
+Generic: it knows a backend and a scenario by importable references ("module:QualName"), both from the job. It
 waits for one request at a time (see `protocol`), so the parent's own work -- scoring, writing the row,
 reading memory -- never overlaps a timed generation, and the parent alone decides the sample order.
 Timing happens here, in the thread that drives the engine; memory is observed from the parent.
@@ -53,8 +53,10 @@ class WorkerJob:
     prompt_style: str
     options: BackendOptions
     template: PromptTemplate
+    # scenario_ref(cls), "module:Class", so a scenario defined outside harness.scenarios loads here too (a
+    # registered name works as well)
     scenario: str
-    scenario_config: Any  # the scenario's config dataclass
+    scenario_config: Any  # what the scenario's build_config returned as `config` (its config dataclass)
     env: dict[str, str] = field(default_factory=dict)
 
 

@@ -19,6 +19,7 @@ loading, so an entry means the same file whatever the working directory.
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from importlib import resources
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -258,6 +259,37 @@ def _absolute_paths(entry: ModelEntry, base: Path) -> ModelEntry:
     return entry
 
 
+def not_a_regular_file(path: Path) -> str | None:
+    """What `path` is when it exists but is not a regular file (a directory, a FIFO, a device such as
+    /dev/zero), else None -- absent included: a missing file is the fetch's to report, a file may appear
+    later. Why refuse the rest: hashing /dev/zero never ends, opening a FIFO blocks until a writer comes,
+    and the engine's "file not found" for a directory names the wrong problem."""
+    try:
+        mode = path.stat().st_mode  # follows links: a link to /dev/zero is /dev/zero
+    except (OSError, ValueError):  # unreadable folder, a path too long or with a NUL: left to the fetch
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "a socket" if stat.S_ISSOCK(mode) else "not a file"
+
+
+def weights_path_problem(entry: ModelEntry) -> str | None:
+    """The one-line problem with a `kind: path` entry whose path exists but is not a regular file."""
+    if not isinstance(entry.source, PathSource):
+        return None
+    path = Path(entry.source.path).expanduser()
+    what = not_a_regular_file(path)
+    if what is None:
+        return None
+    return f'model "{entry.id}": source.path {path} is not a regular file ({what}); point path at a .gguf file'
+
+
 def _read_models_file(path: Path) -> dict[str, ModelEntry]:
     """Parse and validate one models file; entries by id, in file order."""
     # Strict YAML (harness.yamlload): no aliases (billion laughs), no duplicate keys, not-UTF-8 is one line.
@@ -274,6 +306,11 @@ def _read_models_file(path: Path) -> dict[str, ModelEntry]:
         if entry.id in entries:
             raise HarnessError(f'{path}: model id "{entry.id}" appears twice')
         entries[entry.id] = _absolute_paths(entry, base)
+        # Checked on loading, so that a run refuses it before any run directory exists (exit 2), not as
+        # error rows, and `harness models` says the same.
+        problem = weights_path_problem(entries[entry.id])
+        if problem:
+            raise HarnessError(f"{path}: {problem}")
     return entries
 
 

@@ -1,4 +1,5 @@
-"""run.json as a type: the runner writes a `RunRecord`, and `compare` and `report` read one back.
+"""run.json as a type: the run builds a `RunRecord` (through `harness.run.record.RecordBuilder`, locally and
+in the fleet), and `compare`, `report`, `db ingest` and `--resume` read one back.
 
 Readers get attributes (`record.environment.cpu.description()`, `record.models["m"].n_ctx`) instead of
 string paths into nested dicts. Loading is tolerant, because run.json files outlive harness versions:
@@ -101,7 +102,10 @@ class Environment:
 
 
 @dataclass
-class RunConfig:
+class ConfigRecord:
+    """run.json `config`: the run's settings as they took effect (harness.run.record.config_record). Not the
+    run's settings type (harness.run.config.RunConfig), which also holds what a record does not keep."""
+
     models: list[str] = field(default_factory=list)
     talks: list[str] = field(default_factory=list)
     repeats: int | None = None
@@ -122,8 +126,16 @@ class RunConfig:
     provider: str | None = None
     offline: bool | None = None
     sample_interval_s: float | None = None
+    threads_derivation: str | None = None  # how the default thread count was derived (harness.threads)
     scenario: str | None = None
-    order: dict[str, Any] | None = None  # harness.plan.plan_record: the mode and every planned sample
+    long_strategy: str | None = None
+    serving: dict[str, Any] | None = None  # --via, --server-pid, --concurrency levels, --slo
+    sweep: dict[str, list[Any]] = field(default_factory=dict)  # swept setting -> its values
+    configs: list[dict[str, Any]] = field(default_factory=list)  # config_id, label, settings of each combination
+    skipped_configs: list[dict[str, Any]] = field(default_factory=list)  # model, config_id, reason
+    interleave: bool | None = None
+    order: dict[str, Any] | None = None  # harness.run.plan.plan_record: the mode and every planned sample
+    planned_samples: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -149,8 +161,24 @@ class ModelRecord:
     load_peak_rss_mb: float | None = None
     warmup_s: float | None = None
     warmup_runs: int | None = None
+    sample_timeout_s: float | None = None
+    tokenizer: Any = None  # how prompts were tokenized when the engine is reached over HTTP
     sampler: dict[str, Any] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)  # tracker reports and anything newer
+    serving: dict[str, Any] | None = None  # the managed or external server that served the model
+    load: Any = None  # --concurrency: one entry per load level (harness.load)
+    settings: str | None = None  # in `configs`: the config's settings, as `describe_config` words them
+    configs: dict[str, ModelRecord] = field(default_factory=dict)  # swept runs: the load facts per config_id
+    sha256_by_device: dict[str, str | None] = field(default_factory=dict)  # fleet runs: the weights each ran
+    extra: dict[str, Any] = field(default_factory=dict)  # tracker reports (Tracker.report().record) and anything newer
+
+    def merge(self, values: dict[str, Any]) -> None:
+        """Set each value on its declared field, or keep it in `extra` (a tracker's own report keys)."""
+        names = {f.name for f in fields(self)}
+        for key, value in values.items():
+            if key in names and key not in ("extra", "configs"):
+                setattr(self, key, value)
+            else:
+                self.extra[key] = value
 
 
 @dataclass
@@ -202,7 +230,10 @@ class RunRecord:
     run_id: str = ""
     harness_version: str | None = None
     git_commit: str | None = None
+    code_sha256: str | None = None  # of harness/ (harness.resume.code_fingerprint): --resume refuses other code
     command: list[str] = field(default_factory=list)
+    cwd: str | None = None  # where the command ran: --resume reads relative paths from there
+    pid: int | None = None  # of the process writing the run (a running run's owner)
     status: Status | None = None
     started_at: str | None = None
     finished_at: str | None = None
@@ -211,8 +242,10 @@ class RunRecord:
     ok_rows: int | None = None  # written rows with status ok; every row an error -> status failed
     error_rows: int | None = None
     failure: str | None = None  # why a failed run failed (a write error, or every sample failed)
+    interrupted_by: str | None = None  # SIGINT or SIGTERM when the run was interrupted
+    resumes: list[dict[str, Any]] = field(default_factory=list)  # one entry per --resume: when, rows before, why
     engine_check: dict[str, Any] = field(default_factory=dict)  # llama.cpp repack self-check verdict
-    config: RunConfig = field(default_factory=RunConfig)
+    config: ConfigRecord = field(default_factory=ConfigRecord)
     environment: Environment = field(default_factory=Environment)
     models: dict[str, ModelRecord] = field(default_factory=dict)
     prompts: dict[str, str] = field(default_factory=dict)  # template file name -> sha256 prefix
@@ -221,6 +254,8 @@ class RunRecord:
     noise: NoiseRecord | None = None
     summary: dict[str, Any] | None = None  # harness.results.summary.RunSummary.run_json
     judges: dict[str, JudgeRecord] = field(default_factory=dict)  # `harness judge` passes by judge label
+    fleet: dict[str, Any] | None = None  # --fleet: scheduler, devices requested and used, retry window
+    devices: dict[str, Any] = field(default_factory=dict)  # --fleet: per device its worker, tags, fingerprint, jobs
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -231,7 +266,7 @@ class RunRecord:
         if record.status is None:
             record.status = "complete" if record.finished_at else "interrupted"
         if record.planned_samples is None:
-            planned = record.config.extra.get("planned_samples")
+            planned = record.config.planned_samples
             if isinstance(planned, int):
                 record.planned_samples = planned
             elif record.config.models and record.config.talks and record.config.repeats:

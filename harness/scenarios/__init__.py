@@ -1,28 +1,144 @@
-"""Scenarios by name, imported lazily (a scenario may pull in what only it needs).
+"""Scenario registry: the `--scenario` and `--long-strategy` names, read from the scenario classes themselves.
 
-`SCENARIO_MODULES` maps a scenario name to the module that defines it; the class is the module's
-`Scenario` subclass whose `name` matches. The run config names the scenario; the worker looks it up here.
+A scenario is one module in this package with a `Scenario` subclass that sets `name`; defining the class
+registers it (`Scenario.__init_subclass__`), and the first lookup here imports every module of the package
+so that each file registers itself. A subclass defined anywhere else (a test module, a plugin) registers
+the same way once its module is imported.
+
+The run picks its scenario with `resolve_scenario(--scenario, --long-strategy)` and builds the worker's
+config with `cls.build_config(ScenarioSettings(...))`. Worker processes receive `scenario_ref(cls)`
+("module:QualName") and turn it back into the class with `scenario_class(ref)`, which also works for
+classes outside this package (e.g. a test module's scenario).
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
+import pkgutil
+from typing import Any
 
-from harness.errors import unknown
-from harness.scenarios.base import Scenario
+from harness.errors import HarnessError, unknown
+from harness.scenarios.base import REGISTERED, Scenario, ScenarioSettings, ScenarioSetup
 
-SCENARIO_MODULES: dict[str, str] = {
-    "summarize": "harness.scenarios.summarize",
-    "map-reduce": "harness.scenarios.long_document",
-    "refine": "harness.scenarios.long_document",
-}
+__all__ = [
+    "DEFAULT_LONG_STRATEGY",
+    "DEFAULT_SCENARIO",
+    "Scenario",
+    "ScenarioSettings",
+    "ScenarioSetup",
+    "find_scenario",
+    "long_strategy_names",
+    "resolve_scenario",
+    "scenario_class",
+    "scenario_names",
+    "scenario_ref",
+    "scenarios",
+]
+
+# The option defaults (harness/params.py): summarize a document whole, truncating what does not fit. With
+# the default strategy, --scenario alone decides; any other strategy is itself the choice of a scenario.
+DEFAULT_SCENARIO = "summarize"
+DEFAULT_LONG_STRATEGY = "truncate"
+
+# Modules of this package that could not be imported (module -> reason), reported when a run names a
+# scenario nobody registered: the scenario may live in the module that failed.
+_BROKEN: dict[str, str] = {}
 
 
-def scenario_class(name: str) -> type[Scenario]:
-    if name not in SCENARIO_MODULES:
-        raise unknown("scenario", name, SCENARIO_MODULES)
-    module = importlib.import_module(SCENARIO_MODULES[name])
-    for obj in vars(module).values():
-        if isinstance(obj, type) and issubclass(obj, Scenario) and getattr(obj, "name", None) == name:
-            return obj
-    raise LookupError(f"{SCENARIO_MODULES[name]} defines no Scenario named {name!r}")
+@functools.cache
+def _discover() -> None:
+    """Import every module of harness.scenarios once, so that each scenario class registers itself."""
+    for info in pkgutil.iter_modules(__path__):
+        if info.name == "base":
+            continue
+        module = f"{__name__}.{info.name}"
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:  # a module that needs a missing package: only its scenario is unavailable
+            _BROKEN[module] = f"{type(exc).__name__}: {exc}"
+
+
+def scenarios() -> dict[str, type[Scenario]]:
+    """Every registered scenario by name."""
+    _discover()
+    return dict(sorted(REGISTERED.items()))
+
+
+def _by_alias() -> dict[str, type[Scenario]]:
+    return {alias: cls for cls in scenarios().values() for alias in cls.aliases}
+
+
+def _by_strategy() -> dict[str, type[Scenario]]:
+    return {cls.long_strategy: cls for cls in scenarios().values() if cls.long_strategy is not None}
+
+
+def scenario_names() -> list[str]:
+    """The `--scenario` choices: every name and alias."""
+    return sorted({*scenarios(), *_by_alias()})
+
+
+def long_strategy_names() -> list[str]:
+    """The `--long-strategy` choices: the value each scenario declares, the default first."""
+    names = sorted(_by_strategy())
+    return sorted(names, key=lambda name: name != DEFAULT_LONG_STRATEGY)
+
+
+def _with_broken(error: HarnessError) -> HarnessError:
+    if not _BROKEN:
+        return error
+    broken = "; ".join(f"{module} failed to import ({why})" for module, why in sorted(_BROKEN.items()))
+    return HarnessError(f"{error} ({broken})")
+
+
+def find_scenario(name: str) -> type[Scenario]:
+    """The class registered as `name` or with `name` among its aliases; unknown names get "did you mean"."""
+    known = {**_by_alias(), **scenarios()}
+    if name in known:
+        return known[name]
+    raise _with_broken(unknown("scenario", name, known))
+
+
+def resolve_scenario(scenario: str, long_strategy: str) -> type[Scenario]:
+    """The scenario a run's `--scenario` and `--long-strategy` select.
+
+    The default strategy leaves the choice to `--scenario`; another strategy selects the scenario that
+    declares it, and then `--scenario` must be the default (or that same scenario): two different choices
+    are one line naming both options.
+    """
+    chosen = find_scenario(scenario)
+    if long_strategy == DEFAULT_LONG_STRATEGY:
+        return chosen
+    by_strategy = _by_strategy()
+    if long_strategy not in by_strategy:
+        raise _with_broken(unknown("--long-strategy", long_strategy, by_strategy))
+    strategy = by_strategy[long_strategy]
+    if chosen is not strategy and chosen is not find_scenario(DEFAULT_SCENARIO):
+        raise HarnessError(
+            f"--scenario {scenario} and --long-strategy {long_strategy} both choose a scenario; pass one"
+        )
+    return strategy
+
+
+def scenario_ref(scenario: type[Scenario] | str) -> str:
+    """An importable reference to a scenario class, "module:QualName", for a worker process."""
+    cls = find_scenario(scenario) if isinstance(scenario, str) else scenario
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def scenario_class(name_or_ref: str) -> type[Scenario]:
+    """The scenario class for a registered name (or alias) or a `scenario_ref`."""
+    return _import_ref(name_or_ref) if ":" in name_or_ref else find_scenario(name_or_ref)
+
+
+def _import_ref(ref: str) -> type[Scenario]:
+    module_name, _, qualname = ref.partition(":")
+    try:
+        target: Any = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            target = getattr(target, part)
+    except (ImportError, AttributeError) as exc:
+        raise HarnessError(f"cannot import scenario {ref}: {exc}") from None
+    if not (isinstance(target, type) and issubclass(target, Scenario)):
+        raise HarnessError(f"{ref} is not a Scenario subclass")
+    return target

@@ -3,16 +3,21 @@
 A scenario owns the per-sample loop inside the worker process: it renders the prompt, fits it into the
 context, calls the backend one or more times (a long document may be summarised chunk by chunk, then
 reduced) and returns one typed `SampleResult` with its timings, engine counters and text. The worker
-knows no scenario by name beyond looking it up in `harness.scenarios.SCENARIOS`; the parent turns the
+gets the scenario class by reference (`harness.scenarios.scenario_ref`); the parent turns the
 result into a row (`harness.results.rows`).
 
-A new scenario is one file: subclass `Scenario`, give it a `name` and a frozen config dataclass, and add
-the module to `harness.scenarios.SCENARIO_MODULES`.
+A new scenario is one file in `harness/scenarios/`: subclass `Scenario`, set `name` (and `long_strategy` /
+`aliases` for the command-line names that select it), a frozen `config_class` dataclass and, when the
+config needs more than the run's settings of the same names, `build_config`. Defining the class registers
+it (`Scenario.__init_subclass__`); `harness.scenarios` finds the file by importing every module of the
+package, so nothing else names the scenario (docs/architecture.md#a-new-scenario).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -60,11 +65,71 @@ class SampleResult:
         return sum(s.latency.output_tokens for s in self.stages) if self.stages else self.latency.output_tokens
 
 
+@dataclass(frozen=True)
+class ScenarioSettings:
+    """The run's settings a scenario builds its config from (one model x config of the run)."""
+
+    max_new_tokens: int
+    min_new_tokens: int
+    lang: str  # the summary language (zh|en)
+    prompt_style: str  # the model entry's prompt style
+
+
+@dataclass(frozen=True)
+class ScenarioSetup:
+    """What `Scenario.build_config` returns: the worker's config and the prompt templates it uses."""
+
+    config: Any  # what the worker's scenario instance gets (picklable: it travels to the worker process)
+    templates: tuple[PromptTemplate, ...] = ()  # extra prompt templates used (recorded in run.json `prompts`)
+
+
+# name -> class, filled by Scenario.__init_subclass__; read through harness.scenarios (which imports the
+# scenario modules first).
+REGISTERED: dict[str, type[Scenario]] = {}
+
+
 class Scenario(ABC):
     """Runs inside the worker, after the backend is loaded. Instantiated once per worker."""
 
-    name: ClassVar[str]
-    config_class: ClassVar[type]
+    name: ClassVar[str]  # the --scenario value (and run.json `scenario`); defining it registers the class
+    config_class: ClassVar[type]  # a frozen dataclass, built in the parent by `build_config`
+    # The --long-strategy value that selects this scenario; None: not a way to handle long documents.
+    long_strategy: ClassVar[str | None] = None
+    aliases: ClassVar[tuple[str, ...]] = ()  # more --scenario values accepted for it
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" not in cls.__dict__:
+            return  # an abstract intermediate class, or a subclass reusing its parent's name
+        name = cls.__dict__["name"]
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"{cls.__qualname__}.name must be a non-empty string, got {name!r}")
+        # A subclass with its own name declares its own command-line names: inheriting its parent's
+        # long_strategy or aliases would make two scenarios answer to one value.
+        cls.long_strategy = cls.__dict__.get("long_strategy")
+        cls.aliases = tuple(cls.__dict__.get("aliases", ()))
+        for taken, kind in ((name, "name"), *((a, "alias") for a in cls.aliases)):
+            other = _holder(taken, lambda c: (c.name, *c.aliases), cls)
+            if other is not None:
+                raise TypeError(f'scenario {kind} "{taken}" of {_where(cls)} is already taken by {_where(other)}')
+        if cls.long_strategy is not None:
+            other = _holder(cls.long_strategy, lambda c: (c.long_strategy,), cls)
+            if other is not None:
+                raise TypeError(
+                    f'--long-strategy "{cls.long_strategy}" of {_where(cls)} is already taken by {_where(other)}'
+                )
+        REGISTERED[name] = cls
+
+    @classmethod
+    def build_config(cls, settings: ScenarioSettings) -> ScenarioSetup:
+        """The worker's config, built in the parent from the run's settings. By default `config_class` with
+        each of its fields that `settings` has (max_new_tokens, min_new_tokens, ...) filled in; override to
+        load prompt templates (return them in `templates` so run.json records them) or derive other values."""
+        if not dataclasses.is_dataclass(cls.config_class):
+            raise TypeError(f"{cls.__qualname__}.config_class must be a dataclass, or override build_config")
+        given = {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}
+        wanted = {f.name: given[f.name] for f in dataclasses.fields(cls.config_class) if f.name in given}
+        return ScenarioSetup(cls.config_class(**wanted))
 
     def __init__(self, backend: Backend, template: PromptTemplate, load_info: LoadInfo, config: Any) -> None:
         self.backend = backend
@@ -79,6 +144,21 @@ class Scenario(ABC):
     @abstractmethod
     def run_sample(self, spec: SampleSpec) -> SampleResult:
         """Produce one sample from a clean engine state. Raise on failure: the sample becomes an error row."""
+
+
+def _where(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _holder(
+    value: str, names: Callable[[type[Scenario]], tuple[str | None, ...]], cls: type[Scenario]
+) -> type[Scenario] | None:
+    """The registered scenario, other than `cls`, that answers to `value` (`names(c)` lists c's). The same class
+    defined again (a re-import) is not another: it replaces its earlier definition."""
+    for other in REGISTERED.values():
+        if _where(other) != _where(cls) and value in names(other):
+            return other
+    return None
 
 
 def checked_latency(prompt_ids: list[int], result: GenerationResult) -> LatencyStats:

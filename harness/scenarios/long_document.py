@@ -27,8 +27,15 @@ from dataclasses import dataclass
 
 from harness.backends.base import GenerationResult
 from harness.errors import HarnessError
-from harness.prompts import PromptTemplate, RenderedPrompt
-from harness.scenarios.base import SampleResult, SampleSpec, StageResult, checked_latency
+from harness.prompts import PromptTemplate, RenderedPrompt, load_template
+from harness.scenarios.base import (
+    SampleResult,
+    SampleSpec,
+    ScenarioSettings,
+    ScenarioSetup,
+    StageResult,
+    checked_latency,
+)
 from harness.scenarios.chunking import ChunkError, Fits, LongResult, map_reduce, refine
 from harness.scenarios.summarize import PreparedPrompt, SummarizeScenario
 from harness.trackers.latency import LatencyStats
@@ -54,6 +61,19 @@ class _Stage:
 
 class _LongDocumentScenario(SummarizeScenario):
     config: LongDocumentConfig  # type: ignore[assignment]
+    config_class = LongDocumentConfig
+
+    @classmethod
+    def build_config(cls, settings: ScenarioSettings) -> ScenarioSetup:
+        """The stage prompts in the summary language and the entry's prompt style; all three are loaded (and
+        recorded in run.json) whichever strategy runs, so both strategies record the same prompts."""
+        templates = {
+            task: load_template(settings.lang, settings.prompt_style, task=task) for task in ("map", "reduce", "refine")
+        }
+        config = LongDocumentConfig(
+            settings.max_new_tokens, settings.min_new_tokens, templates["map"], templates["reduce"], templates["refine"]
+        )
+        return ScenarioSetup(config, tuple(templates.values()))
 
     def _template(self, template: PromptTemplate | None, task: str) -> PromptTemplate:
         if template is None:
@@ -139,7 +159,7 @@ class MapReduceScenario(_LongDocumentScenario):
     """Summarise each chunk, then the joined partial summaries (recursively while they do not fit)."""
 
     name = "map-reduce"
-    config_class = LongDocumentConfig
+    long_strategy = "map-reduce"
 
     def _strategy(self, text: str) -> LongResult:
         map_t = self._template(self.config.map_template, "map")
@@ -158,7 +178,7 @@ class RefineScenario(_LongDocumentScenario):
     """Rolling summary: summarise the first chunk, then update the summary with each next chunk."""
 
     name = "refine"
-    config_class = LongDocumentConfig
+    long_strategy = "refine"
 
     def _strategy(self, text: str) -> LongResult:
         map_t = self._template(self.config.map_template, "map")

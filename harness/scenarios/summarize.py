@@ -29,7 +29,8 @@ class PreparedPrompt:
 
 class SummarizeScenario(Scenario):
     name = "summarize"
-    config_class = SummarizeConfig
+    long_strategy = "truncate"  # a document too long for the context keeps its longest start that fits
+    config_class = SummarizeConfig  # built by Scenario.build_config: max_new_tokens, min_new_tokens
     config: SummarizeConfig
 
     @property

@@ -25,8 +25,9 @@ from typing import ClassVar
 
 import httpx
 
-from harness.backends.openai_http import EndpointConfig, ServerKind
+from harness import safefs
 from harness.errors import HarnessError
+from harness.http import EndpointConfig, ServerKind
 
 REGISTERED: dict[str, type[ManagedServer]] = {}
 
@@ -138,7 +139,8 @@ class ManagedServer(ABC):
         self.prepare()
         command = self.command()
         self.settings.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = self.settings.log_path.open("wb")
+        # The log lives in the run directory: opened without following a planted link (harness.safefs).
+        log = os.fdopen(safefs.open_fd(self.settings.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "wb")
         self._log = log
         t0 = time.perf_counter()
         try:

@@ -15,8 +15,8 @@ import importlib.util
 import sys
 from typing import ClassVar
 
-from harness.backends.openai_http import ServerKind
 from harness.errors import HarnessError
+from harness.http import ServerKind
 from harness.servers.base import ManagedServer
 
 

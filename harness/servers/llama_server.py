@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from harness.backends.openai_http import ServerKind
 from harness.crosscheck.build import build_hint, find_tool
 from harness.errors import HarnessError
+from harness.http import ServerKind
 from harness.servers.base import ManagedServer
 
 

@@ -22,8 +22,9 @@ from typing import ClassVar
 
 import httpx
 
-from harness.backends.openai_http import ServerKind
+from harness import safefs
 from harness.errors import HarnessError
+from harness.http import ServerKind
 from harness.servers.base import ManagedServer, listening_pid
 
 DEFAULT_HOST = "127.0.0.1:11434"
@@ -69,10 +70,10 @@ class OllamaServer(ManagedServer):
         s = self.settings
         modelfile = s.log_path.with_suffix(".Modelfile")
         modelfile.parent.mkdir(parents=True, exist_ok=True)
-        modelfile.write_text(
+        safefs.write_atomic(  # in the run directory: never through a planted link
+            modelfile,
             f"FROM {s.weights}\nPARAMETER num_ctx {s.n_ctx}\nPARAMETER num_thread {s.threads}\n"
             "PARAMETER temperature 0\nPARAMETER seed 0\n",
-            encoding="utf-8",
         )
         done = subprocess.run(
             ["ollama", "create", self.served_model, "-f", str(modelfile)], capture_output=True, text=True, timeout=600

@@ -510,16 +510,21 @@ def summarise_rows(rows: Iterable[dict[str, Any]], reason: str | None = None) ->
     return out
 
 
-def finish_run(run_dir: Path, record: dict[str, Any]) -> str | None:
-    """At the end of a run: count the noisy samples of results.csv into run.json `noise`; the warning line
-    (None when no sample was noisy). Never raises: a run must finalise whatever this finds."""
-    env = ((record.get("environment") or {}).get("trackers") or {}).get("noise") or {}
+def summarise_run(run_dir: Path, unavailable: str | None = None) -> NoiseSummary:
+    """At the end of a run: the noisy samples of its results.csv (run.json `noise`; `warning()` is the
+    busy-machine line). `unavailable`: why this machine has no /proc columns. Never raises: a run must
+    finalise whatever this finds."""
     try:
         with (run_dir / "results.csv").open(newline="", encoding="utf-8") as fh:
-            summary = summarise_rows(csv.DictReader(fh), env.get("reason"))
+            return summarise_rows(csv.DictReader(fh), unavailable)
     except (OSError, ValueError, csv.Error) as exc:
-        record["noise"] = NoiseSummary(reason=f"results.csv not readable: {exc}").record()
-        return None
+        return NoiseSummary(reason=f"results.csv not readable: {exc}")
+
+
+def finish_run(run_dir: Path, record: dict[str, Any]) -> str | None:
+    """`summarise_run` into a run.json dict's `noise`; the warning line (None when no sample was noisy)."""
+    env = ((record.get("environment") or {}).get("trackers") or {}).get("noise") or {}
+    summary = summarise_run(run_dir, env.get("reason"))
     record["noise"] = summary.record()
     return summary.warning()
 
@@ -648,5 +653,6 @@ __all__ = [
     "parse_proc_stat",
     "speed_metrics",
     "summarise_rows",
+    "summarise_run",
     "window_figures",
 ]

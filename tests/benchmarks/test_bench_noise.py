@@ -22,8 +22,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import harness.runner as runner_module
-from harness.runner import RunConfig, Runner
+import harness.run.sessions as sessions_module
+from harness.run import RunConfig, Runner
 from harness.trackers import make_trackers
 from harness.trackers.base import TrackerContext
 from harness.trackers.noise import NoiseTracker
@@ -55,7 +55,7 @@ def _without_noise(context: TrackerContext):  # the trackers every run uses, les
 def _decode(tmp_path: Path, label: str, with_noise: bool, monkeypatch: pytest.MonkeyPatch) -> list[float]:
     with monkeypatch.context() as m:
         if not with_noise:
-            m.setattr(runner_module, "make_trackers", _without_noise)
+            m.setattr(sessions_module, "make_trackers", _without_noise)  # the sample windows' trackers
         cfg = RunConfig(
             models=["tiny-qwen2"], talks=["alibaba-qwen"], repeats=3, out=tmp_path / label, measure_bandwidth=False
         )

@@ -37,6 +37,12 @@ def dummy_models(write_models, dummy_model_file: Path) -> Callable[..., Path]:
     return _write
 
 
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    from forkcli import close_server
+
+    close_server()  # the fork server of run_cli (forkcli.py) ends with the session
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
     """One line at the end: how many fault cases ran and how they ended."""
     prefix = FAULTS_DIR.relative_to(config.rootpath).as_posix() + "/"

@@ -16,7 +16,7 @@ import pytest
 from faultcli import assert_no_traceback, assert_one_line_error, run_args, run_cli
 from hostile import hostile_server, openai_entry, redirect, sse, text_chunk
 
-from harness.backends.openai_http import RequestError, StreamParser, answer_cap
+from harness.http import RequestError, StreamParser, answer_cap
 
 DONE = {"choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]}
 

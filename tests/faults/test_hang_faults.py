@@ -178,3 +178,55 @@ def test_a_stalled_sample_after_warm_up_is_still_the_sample_watchdog(
     assert_no_traceback(result)
     rows = _rows(result.run_dir)
     assert len(rows) == 2 and all("request timed out" in r["error"] for r in rows)
+
+
+# --- a chat template that burns CPU, on llama.cpp ---------------------------------------------------------
+# Nested loops of 10^5 x 10^5 iterations: Jinja's sandbox (llama-cpp-python renders the GGUF's template with
+# jinja2's ImmutableSandboxedEnvironment) caps each range() at 10^5 items but not the work of nested loops, so
+# the template is accepted and renders for hours. Only the parent's deadlines end it.
+BURNING_TEMPLATE = (
+    "{%- for a in range(100000) %}{%- for b in range(100000) %}{%- endfor %}{%- endfor %}"
+    "{%- for message in messages %}{{ message['content'] }}{%- endfor %}"
+)
+
+
+@pytest.fixture(scope="module")
+def burning_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tiny-qwen2 whose tokenizer.chat_template is BURNING_TEMPLATE, and a models.yaml entry `burn` for it."""
+    pytest.importorskip("llama_cpp")
+    from harness.models import generators
+
+    folder = tmp_path_factory.mktemp("burning-template")
+    gguf = folder / "burn.gguf"
+    with pytest.MonkeyPatch.context() as mp:  # the generator writes the module's CHATML_TEMPLATE
+        mp.setattr(generators, "CHATML_TEMPLATE", BURNING_TEMPLATE)
+        generators.write_tiny_qwen2(gguf)
+    models = folder / "models.yaml"
+    models.write_text(
+        "models:\n  - {id: burn, backend: llama_cpp, quant: F32, n_ctx: 2048, prompt_style: chat, "
+        f"source: {{kind: path, path: {gguf}}}}}\n",
+        encoding="utf-8",
+    )
+    return models
+
+
+@pytest.mark.parametrize(
+    ("warmup", "error_text"),
+    [("1", "warm-up did not finish within 3 s"), ("0", "timeout after 3 s")],
+    ids=["warm-up-deadline", "sample-watchdog"],
+)
+def test_a_chat_template_that_burns_cpu_ends_at_a_deadline(
+    burning_gguf: Path, tmp_path: Path, warmup: str, error_text: str
+) -> None:
+    t0 = time.monotonic()
+    result = run_cli(
+        *run_args(burning_gguf, tmp_path / "out", "burn", "--sample-timeout", "3", "--warmup", warmup), timeout=90
+    )
+    # bound: load + 3 s warm-up deadline (or 3 s per sample, 2 samples) + kill + error rows; the template
+    # alone would render for hours
+    assert time.monotonic() - t0 < 60, result.explain()
+    assert result.returncode == 4, result.explain()  # every sample failed (commands/run.py)
+    assert_no_traceback(result)
+    rows = _rows(result.run_dir)
+    assert len(rows) == 2 and all(r["status"] == "error" for r in rows), rows
+    assert all(error_text in r["error"] for r in rows), [r["error"] for r in rows]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from faultcli import assert_no_traceback, assert_one_line_error, faults_env, run_args, run_cli
+from faultcli import assert_no_traceback, assert_one_line_error, faults_env, run_args, run_cli, run_many
 from wheelfactory import make_wheel
 
 
@@ -166,3 +166,29 @@ def test_odd_context_sizes_truncate_instead_of_failing(tmp_path: Path, n_ctx: st
     df = pd.read_csv(result.run_dir / "results.csv")
     assert (df["status"] == "ok").all() and bool(df.loc[0, "truncated"])
     assert df.loc[0, "prompt_tokens"] + 16 <= int(n_ctx)
+
+
+def test_a_weights_path_that_is_not_a_regular_file_is_refused_before_the_run(tmp_path: Path) -> None:
+    # /dev/zero would be hashed for ever, a FIFO blocks the open, a directory reads as "file not found":
+    # each is a models.yaml mistake, refused on loading -- exit 2 before any run directory exists.
+    fifo, folder, link = tmp_path / "weights.fifo", tmp_path / "weights.gguf", tmp_path / "zero.gguf"
+    os.mkfifo(fifo)
+    folder.mkdir()
+    link.symlink_to("/dev/zero")
+    paths = {"dev-zero": "/dev/zero", "dev-null": "/dev/null", "fifo": fifo, "directory": folder, "link": link}
+    out = tmp_path / "runs"
+    cases: dict[str, list[str | Path]] = {}
+    for name, weights in paths.items():
+        models = tmp_path / f"{name}.yaml"
+        models.write_text(_entry(f"{{kind: path, path: '{weights}'}}", "w"), encoding="utf-8")
+        cases[name] = ["run", "--models-file", models, "--models", "w", "--talks", "alibaba-qwen", "--out", out]
+        if name == "dev-zero":  # `models pull` loads models.yaml the same way: one command is enough
+            cases[f"{name}-pull"] = ["models", "pull", "w", "--models-file", models]
+    results = run_many(cases, faults_env())
+    for name, result in results.items():
+        assert result.wall_s < 60, name  # bound: no read of the path at all (a stat only)
+        line = assert_one_line_error(result, "is not a regular file", "point path at a .gguf file")
+        assert str(paths[name.removesuffix("-pull")]) in line, line
+    assert "(a device)" in results["dev-zero"].stderr and "(a named pipe" in results["fifo"].stderr
+    assert "(a directory)" in results["directory"].stderr
+    assert not out.exists()  # refused before any run directory

@@ -78,6 +78,55 @@ def test_db_ingest_into_a_full_disk_is_one_line_and_keeps_nothing_half_written(
     assert "results store" in result.stderr and "--db" in result.stderr
 
 
+@pytest.fixture
+def store_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A real 8 MiB tmpfs for a store (64 KiB is less than an empty DuckDB file); skipped where mounting is not
+    allowed (needs root/CAP_SYS_ADMIN)."""
+    mount_point = tmp_path / "store-fs"
+    mount_point.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount_point)], capture_output=True,
+                          text=True)  # fmt: skip
+    if proc.returncode:
+        pytest.skip(f"cannot mount a tmpfs here (needs root/CAP_SYS_ADMIN): {proc.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)
+
+
+def _store_snapshot(db: Path) -> tuple[object, ...]:
+    """Everything the store holds, in a fixed order (read-only)."""
+    from harness.store import query
+
+    return tuple(
+        query(db, f"SELECT * EXCLUDE (ingested_at) FROM {table} ORDER BY ALL" if table == "runs"
+              else f"SELECT * FROM {table} ORDER BY ALL")[1]
+        for table in ("runs", "rows", "devices", "summaries")
+    )  # fmt: skip
+
+
+def test_db_ingest_that_fills_the_disk_mid_transaction_leaves_the_store_as_it_was(
+    store_tmpfs: Path, run_dir: Path, tmp_path: Path
+) -> None:
+    """A store holding run-a; the disk is then filled but 64 KiB, and a bigger run-a (same id: its old rows are
+    deleted inside the transaction) is ingested: the write fails mid-transaction, the transaction is rolled back
+    -- the store holds exactly what it held, old run-a included -- and once space is freed an ingest works."""
+    db = store_tmpfs / "s.duckdb"
+    first = run_cli("db", "ingest", run_dir, "--db", db)
+    assert first.returncode == 0, first.explain()
+    before = _store_snapshot(db)
+    bigger = make_run(tmp_path / "bigger", "run-a", models=[f"m{i}" for i in range(20)],
+                      talks=[f"t{i}" for i in range(5)], repeats=5)  # fmt: skip  # 500 rows: far past 64 KiB
+    _fill(store_tmpfs, leave=64 * 1024)
+    result = run_cli("db", "ingest", bigger, "--db", db)
+    line = assert_one_line_error(result, "cannot write the results store", "--db", "the store is unchanged")
+    assert "cannot open" not in line  # it failed while writing, not on opening the store
+    (store_tmpfs / "filler").unlink()
+    assert _store_snapshot(db) == before  # rolled back: run-a's 12 old rows, nothing of the 500
+    again = run_cli("db", "ingest", bigger, "--db", db)
+    assert again.returncode == 0 and "replaced run run-a: 500 row(s)" in again.stdout, again.explain()
+
+
 # --- the store's own promises --------------------------------------------------------------------------------
 def test_db_query_is_really_read_only(run_dir: Path, tmp_path: Path) -> None:
     db = tmp_path / "s.duckdb"

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from harness.errors import HarnessError
-from harness.models.registry import ModelEntry, PathSource
+from harness.models.registry import ModelEntry, PathSource, weights_path_problem
 from harness.models.sources import hashing
 from harness.models.sources.base import SourceKind, register
 
@@ -29,6 +29,9 @@ class PathKind(SourceKind):
     def pull(self, entry: ModelEntry, *, offline: bool, progress: bool, pip_args: Sequence[str]) -> Path:
         assert isinstance(entry.source, PathSource)
         path = self.local_path(entry)
+        problem = weights_path_problem(entry)  # also checked on loading; here for a path changed since
+        if problem:
+            raise HarnessError(problem)
         if not path.is_file():
             raise HarnessError(
                 f'model "{entry.id}": file not found: {path}; fix source.path in models.yaml '

@@ -24,20 +24,33 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from harness.params import Config, describe_config
+from harness.corpus import Talk
+from harness.errors import unknown
+from harness.params import Config, describe_config, expand
+
+
+def default_config() -> Config:
+    """The one config of a run that sweeps nothing (every setting at its default)."""
+    return expand({})[0]
 
 
 @dataclass(frozen=True)
 class PlannedSample:
+    """One sample of the plan: which model x config summarises which document, which repeat, and when."""
+
     seq: int  # global order index: the row's sample_seq
     model: str
     config: Config
-    talk_id: str
+    talk: Talk
     repeat: int
 
     @property
+    def talk_id(self) -> str:
+        return self.talk.id
+
+    @property
     def group(self) -> tuple[str, str]:
-        """(model, config_id): what summaries and comparisons aggregate over."""
+        """(model, config_id): one worker, one row context; what summaries and comparisons aggregate over."""
         return (self.model, self.config.config_id)
 
     def record(self) -> list[Any]:
@@ -51,24 +64,39 @@ def _rotate(items: Sequence[Any], by: int) -> list[Any]:
     return [*items[k:], *items[:k]]
 
 
+def select_talks(talks: Sequence[Talk], wanted: Sequence[str]) -> list[Talk]:
+    """The documents `--talks` names, in its order (all of them when it names none); a typo answers "did you
+    mean"."""
+    if not wanted:
+        return list(talks)
+    by_id = {t.id: t for t in talks}
+    for name in wanted:
+        if name not in by_id:
+            raise unknown("talk", name, by_id)
+    return [by_id[name] for name in wanted]
+
+
 def plan(
     models: Sequence[str],
     configs: Sequence[Config],
-    talks: Sequence[str],
+    talks: Sequence[Talk],
     repeats: int,
     interleave: bool = False,
+    skip: frozenset[tuple[str, str]] = frozenset(),
 ) -> list[PlannedSample]:
-    """Every sample of the run, in the order it runs (see the module docstring)."""
+    """Every sample of the run, in the order it runs (see the module docstring). Groups (model, config_id) in
+    `skip` cannot run here and are left out; `seq` numbers what is left."""
     if repeats < 1:
         raise ValueError("repeats must be at least 1")
     rounds = [(rep, talk) for rep in range(repeats) for talk in talks]
-    groups = [(m, c) for m in models for c in configs]
-    blocks = [groups] if interleave else [[(m, c) for c in configs] for m in models]
+    groups = [(m, c) for m in models for c in configs or [default_config()]]
+    blocks = [groups] if interleave else [[(m, c) for c in configs or [default_config()]] for m in models]
     out: list[PlannedSample] = []
     for block in blocks:
         for step, (rep, talk) in enumerate(rounds):
             for model, config in _rotate(block, step):
-                out.append(PlannedSample(len(out), model, config, talk, rep))
+                if (model, config.config_id) not in skip:
+                    out.append(PlannedSample(len(out), model, config, talk, rep))
     return out
 
 
@@ -204,4 +232,14 @@ def describe_plan(
     return "\n".join(lines)
 
 
-__all__ = ["Estimate", "PlannedSample", "describe_plan", "estimate", "order_mode", "plan", "plan_record"]
+__all__ = [
+    "Estimate",
+    "PlannedSample",
+    "default_config",
+    "describe_plan",
+    "estimate",
+    "order_mode",
+    "plan",
+    "plan_record",
+    "select_talks",
+]
