@@ -229,14 +229,6 @@ def check_weights(model_id: str, recorded: str | None, actual: str | None, run_d
         )
 
 
-def check_row(seq: int, planned: RowKey, done: RowKey, run_dir: Path) -> None:
-    if planned != done:
-        raise HarnessError(
-            f"--resume {run_dir}: sample {seq} is {'/'.join(map(str, done))} in {RESULTS_CSV} but "
-            f"{'/'.join(map(str, planned))} in the plan; the plan changed: start a new run"
-        )
-
-
 def check_no_foreign_rows(
     done: Mapping[int, RowKey], planned: AbstractSet[int] | Mapping[int, RowKey], run_dir: Path
 ) -> None:
@@ -246,7 +238,7 @@ def check_no_foreign_rows(
     repeat) to refuse as well a row whose seq is planned but which holds another model, talk or repeat. Why
     refuse: a row kept would make a run of more rows than planned (or report a sample the plan never ran),
     and a row dropped would lose something the user has; only the user knows which one is right. Checked
-    once, up front -- unlike `check_row` in the plan loop, which would fail the run halfway."""
+    once, up front, so a refused resume leaves every file of the run as it was."""
     keyed = planned if isinstance(planned, Mapping) else None
     for seq in sorted(done):
         row = done[seq]
@@ -275,7 +267,6 @@ def _short(value: Any) -> str:
 __all__ = [
     "ResumeState",
     "check_no_foreign_rows",
-    "check_row",
     "check_run_files",
     "check_same",
     "check_weights",

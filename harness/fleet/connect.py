@@ -8,7 +8,6 @@ joined (each with the fingerprint its worker published), `select_devices` applie
 
 from __future__ import annotations
 
-import logging
 import socket
 import warnings
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ from typing import Any
 
 from harness import __version__
 from harness.errors import HarnessError, unknown
-from harness.fleet import FINGERPRINT_KEY, RESOURCE_TAG, require_dask
+from harness.fleet import FINGERPRINT_KEY, RESOURCE_TAG, probe_scheduler, require_dask
 from harness.fleet.worker import check_scheduler_address
 
 # Dask packages whose versions must agree between driver, scheduler and devices (Dask's own list, less
@@ -50,8 +49,12 @@ def connect(address: str) -> Any:
             f"cannot reach the scheduler at {address} ({exc.strerror or exc}); start it with `dask scheduler` "
             f"and check --fleet"
         ) from None
-
-    logging.getLogger("distributed").setLevel(logging.ERROR)  # the driver reports faults itself
+    # A port held by something that is not a Dask scheduler fails inside Client() with a traceback (a numpy
+    # MemoryError from a garbage frame length), then a 20 s hang in the client's cleanup: probe first.
+    try:
+        probe_scheduler(address, CONNECT_TIMEOUT_S, fix="start it with `dask scheduler` and check --fleet")
+    except HarnessError as exc:  # name the option the address came from
+        raise HarnessError(f"--fleet: {exc}") from None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Dask's multi-line version table: checked below in one line

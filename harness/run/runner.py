@@ -26,7 +26,7 @@ from harness.progress import Progress
 from harness.results.durable import WriteFailed
 from harness.results.record import Overhead, Status
 from harness.results.writer import RunWriter
-from harness.resume import ResumeState, check_no_foreign_rows, check_row
+from harness.resume import ResumeState, check_no_foreign_rows
 from harness.run import record as stage
 from harness.run.config import RunConfig, resolve_run
 from harness.run.echo import Echo, Printer
@@ -90,8 +90,9 @@ class Runner:
         a bug: run.json is finalised, then the exception propagates). See harness/interrupts.py and
         harness/resume.py."""
         planned = self.plan()
-        if self.resume:  # a row the plan does not have was added by hand: refuse rather than keep or drop it
-            check_no_foreign_rows(self.resume.done, {p.seq for p in planned}, self.resume.dir)
+        if self.resume:  # rows edited by hand (not in the plan, or another sample's): refused before any write
+            keys = {p.seq: (p.model, p.talk.id, p.repeat) for p in planned}
+            check_no_foreign_rows(self.resume.done, keys, self.resume.dir)
         writer = RunWriter.reopen(self.resume.dir) if self.resume else RunWriter(self.config.out)
         self.run_dir = writer.dir
         wall0 = time.perf_counter()
@@ -116,8 +117,7 @@ class Runner:
                 with progress:
                     for item in planned:
                         run = runs[item.group]
-                        if item.seq in done:  # resumed: this sample has its row already
-                            check_row(item.seq, (item.model, item.talk.id, item.repeat), done[item.seq], writer.dir)
+                        if item.seq in done:  # resumed: this sample has its row already (checked above)
                             run.remaining -= 1
                         else:
                             self._run_planned(item, run, writer, bandwidth, progress)

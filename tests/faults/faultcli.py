@@ -6,7 +6,8 @@ Every case runs `python -m harness ...` in a subprocess -- the user's view: exit
 what is left on disk -- with the model-free `dummy` backend (known rates, scripted crashes) or the
 generated `tiny-qwen2`. Faults are real where that is cheap: a 64 KiB tmpfs for a full disk, SIGSTOP for
 a stalled worker, SIGKILL/SIGTERM/SIGINT for signals, crafted wheels and templates for hostile files.
-The number of cases is printed at the end of the session.
+The number of cases is printed at the end of the session. `run_cli` forks a pre-imported server where the
+environment allows (forkcli.py): the same process a fresh interpreter would be, without its imports.
 """
 
 from __future__ import annotations

@@ -8,8 +8,9 @@ case's environment and working directory, `sys.argv`/`sys.orig_argv` as under `-
 exit handlers, the exit code (a traceback is printed as the interpreter would print it).
 
 It is used only where that is the same as a fresh interpreter: the suite's default environment (what
-`faults_env()` gives; a case with its own environment -- PYTHONIOENCODING, TMPDIR, pip variables -- starts a
-real interpreter), and never for the signal cases (`Started`: real process groups). What a fork cannot show: a
+`faults_env()` gives) up to variables read only when a command runs (`_CALL_TIME`: the model cache, TMPDIR,
+pip's); a case with any other variable of its own -- PYTHONIOENCODING, DASK_*, a fault hook -- starts a real
+interpreter. Never for the signal cases (`Started`: real process groups). What a fork cannot show: a
 grandchild still holding stdout open after the CLI exited (a subprocess pipe would wait for it). Set
 HARNESS_FAULTS_FORK=0 to run every case in a fresh interpreter.
 """
@@ -104,12 +105,15 @@ while True:
         reply({"id": running.pop(pid), "rc": os.waitstatus_to_exitcode(status)})
 """
 
-# Variables that differ between tests without changing what a CLI run does (pytest's own bookkeeping).
-_IGNORED = {"PYTEST_CURRENT_TEST"}
+# Variables read only when a command runs (never at interpreter start or on import), so a fork given them in
+# its environment behaves as a fresh interpreter would: pytest's bookkeeping, the model cache, pip's options
+# (pip runs in its own process), the temporary folder (tempfile's cache is reset in the fork), the width.
+_CALL_TIME = {"PYTEST_CURRENT_TEST", "HARNESS_CACHE", "HARNESS_PIP_ARGS", "TMPDIR", "COLUMNS"}
 
 
 def _key(env: dict[str, str]) -> frozenset[tuple[str, str]]:
-    return frozenset((k, v) for k, v in env.items() if k not in _IGNORED)
+    """What must match the server's environment: everything but the call-time variables."""
+    return frozenset((k, v) for k, v in env.items() if k not in _CALL_TIME and not k.startswith("PIP_"))
 
 
 class _Call:

@@ -130,20 +130,6 @@ def test_resume_refuses_a_row_that_is_not_in_the_plan(dummy_models: Callable[...
     assert (run_dir / "results.csv").read_bytes() == before  # nothing dropped, nothing added
 
 
-def _runner_passes_set() -> bool:
-    """Whether the runner hands check_no_foreign_rows the plan's seq numbers only (not seq -> model/talk/repeat):
-    then a planned row holding another talk is caught later, by check_row in the plan loop."""
-    import inspect
-
-    from harness.run.runner import Runner
-
-    return "{p.seq for p in planned}" in inspect.getsource(Runner.run)
-
-
-@pytest.mark.skipif(
-    _runner_passes_set(),
-    reason="needs harness/run/runner.py to pass {p.seq: (p.model, p.talk.id, p.repeat) for p in planned} (lead)",
-)
 def test_resume_refuses_a_planned_row_that_holds_another_talk(
     dummy_models: Callable[..., Path], tmp_path: Path
 ) -> None:
