@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
-import pkgutil
 import typing
 from collections.abc import Mapping
 from typing import Any
@@ -29,6 +28,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from harness.backends.base import REGISTERED, Backend, BackendFlags
 from harness.errors import HarnessError, suggest, unknown
+from harness.plugins import PluginPackage, class_ref, import_ref
 
 __all__ = [
     "Backend",
@@ -43,27 +43,12 @@ __all__ = [
     "make_flags",
 ]
 
-# Modules of this package that could not be imported (module -> reason), reported when a model names a
-# backend nobody registered: the backend may live in the module that failed.
-_BROKEN: dict[str, str] = {}
-
-
-@functools.cache
-def _discover() -> None:
-    """Import every module of harness.backends once, so that each backend class registers itself."""
-    for info in pkgutil.iter_modules(__path__):
-        if info.name == "base":
-            continue
-        module = f"{__name__}.{info.name}"
-        try:
-            importlib.import_module(module)
-        except ImportError as exc:  # a module that imports its engine at the top: only its models fail
-            _BROKEN[module] = f"{type(exc).__name__}: {exc}"
+_PACKAGE = PluginPackage(__name__)  # imported on the first lookup; remembers modules that failed
 
 
 def backends() -> dict[str, type[Backend]]:
     """Every registered backend by name (no engine imported, no dependency checked)."""
-    _discover()
+    _PACKAGE.discover()
     return dict(sorted(REGISTERED.items()))
 
 
@@ -76,17 +61,12 @@ def find_backend(name: str) -> type[Backend]:
     known = backends()
     if name in known:
         return known[name]
-    error = unknown("backend", name, known)
-    if _BROKEN:
-        broken = "; ".join(f"{module} failed to import ({why})" for module, why in sorted(_BROKEN.items()))
-        error = HarnessError(f"{error} ({broken})")
-    raise error
+    raise _PACKAGE.with_broken(unknown("backend", name, known))
 
 
 def backend_ref(backend: type[Backend] | str) -> str:
     """An importable reference to a backend class, "module:QualName", for a worker process."""
-    cls = find_backend(backend) if isinstance(backend, str) else backend
-    return f"{cls.__module__}:{cls.__qualname__}"
+    return class_ref(find_backend(backend) if isinstance(backend, str) else backend)
 
 
 def backend_class(name_or_ref: str) -> type[Backend]:
@@ -94,7 +74,7 @@ def backend_class(name_or_ref: str) -> type[Backend]:
 
     Raises HarnessError naming the package to install when one of `requires` is missing.
     """
-    cls = _import_ref(name_or_ref) if ":" in name_or_ref else find_backend(name_or_ref)
+    cls = import_ref(name_or_ref, Backend, "backend") if ":" in name_or_ref else find_backend(name_or_ref)
     for module, requirement in cls.requires.items():
         try:
             importlib.import_module(module)
@@ -103,19 +83,6 @@ def backend_class(name_or_ref: str) -> type[Backend]:
                 f'backend "{cls.name}" needs {module} ({exc}); install it with pip install "{requirement}"'
             ) from None
     return cls
-
-
-def _import_ref(ref: str) -> type[Backend]:
-    module_name, _, qualname = ref.partition(":")
-    try:
-        target: Any = importlib.import_module(module_name)
-        for part in qualname.split("."):
-            target = getattr(target, part)
-    except (ImportError, AttributeError) as exc:
-        raise HarnessError(f"cannot import backend {ref}: {exc}") from None
-    if not (isinstance(target, type) and issubclass(target, Backend)):
-        raise HarnessError(f"{ref} is not a Backend subclass")
-    return target
 
 
 # --- flags ---------------------------------------------------------------------------------------

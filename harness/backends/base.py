@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from harness.plugins import class_path, declared_name, taken_by
 from harness.prompts import RenderedPrompt
 
 
@@ -172,23 +173,14 @@ class Backend(ABC):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if "name" not in cls.__dict__:
+        name = declared_name(cls)
+        if name is None:
             return  # an abstract intermediate class, or a subclass reusing its parent's name
-        name = cls.__dict__["name"]
-        if not isinstance(name, str) or not name:
-            raise TypeError(f"{cls.__qualname__}.name must be a non-empty string, got {name!r}")
         if not (isinstance(cls.flags_type, type) and issubclass(cls.flags_type, BackendFlags)):
             raise TypeError(f"{cls.__qualname__}.flags_type must be a BackendFlags dataclass")
-        previous = REGISTERED.get(name)
-        same_class = previous is not None and (previous.__module__, previous.__qualname__) == (
-            cls.__module__,
-            cls.__qualname__,
-        )
-        if previous is not None and not same_class:  # the same class defined again (a re-import) replaces
-            raise TypeError(
-                f'backend name "{name}" of {cls.__module__}.{cls.__qualname__} is already taken by '
-                f"{previous.__module__}.{previous.__qualname__}"
-            )
+        other = taken_by(REGISTERED, name, lambda c: (c.name,), cls)
+        if other is not None:
+            raise TypeError(f'backend name "{name}" of {class_path(cls)} is already taken by {class_path(other)}')
         REGISTERED[name] = cls
 
     def __init__(self, model_path: Path, options: BackendOptions, prompt_style: str) -> None:

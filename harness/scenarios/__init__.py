@@ -13,12 +13,8 @@ classes outside this package (e.g. a test module's scenario).
 
 from __future__ import annotations
 
-import functools
-import importlib
-import pkgutil
-from typing import Any
-
 from harness.errors import HarnessError, unknown
+from harness.plugins import PluginPackage, class_ref, import_ref
 from harness.scenarios.base import REGISTERED, Scenario, ScenarioSettings, ScenarioSetup
 
 __all__ = [
@@ -41,27 +37,12 @@ __all__ = [
 DEFAULT_SCENARIO = "summarize"
 DEFAULT_LONG_STRATEGY = "truncate"
 
-# Modules of this package that could not be imported (module -> reason), reported when a run names a
-# scenario nobody registered: the scenario may live in the module that failed.
-_BROKEN: dict[str, str] = {}
-
-
-@functools.cache
-def _discover() -> None:
-    """Import every module of harness.scenarios once, so that each scenario class registers itself."""
-    for info in pkgutil.iter_modules(__path__):
-        if info.name == "base":
-            continue
-        module = f"{__name__}.{info.name}"
-        try:
-            importlib.import_module(module)
-        except ImportError as exc:  # a module that needs a missing package: only its scenario is unavailable
-            _BROKEN[module] = f"{type(exc).__name__}: {exc}"
+_PACKAGE = PluginPackage(__name__)  # imported on the first lookup; remembers modules that failed
 
 
 def scenarios() -> dict[str, type[Scenario]]:
     """Every registered scenario by name."""
-    _discover()
+    _PACKAGE.discover()
     return dict(sorted(REGISTERED.items()))
 
 
@@ -84,19 +65,12 @@ def long_strategy_names() -> list[str]:
     return sorted(names, key=lambda name: name != DEFAULT_LONG_STRATEGY)
 
 
-def _with_broken(error: HarnessError) -> HarnessError:
-    if not _BROKEN:
-        return error
-    broken = "; ".join(f"{module} failed to import ({why})" for module, why in sorted(_BROKEN.items()))
-    return HarnessError(f"{error} ({broken})")
-
-
 def find_scenario(name: str) -> type[Scenario]:
     """The class registered as `name` or with `name` among its aliases; unknown names get "did you mean"."""
     known = {**_by_alias(), **scenarios()}
     if name in known:
         return known[name]
-    raise _with_broken(unknown("scenario", name, known))
+    raise _PACKAGE.with_broken(unknown("scenario", name, known))
 
 
 def resolve_scenario(scenario: str, long_strategy: str) -> type[Scenario]:
@@ -111,7 +85,7 @@ def resolve_scenario(scenario: str, long_strategy: str) -> type[Scenario]:
         return chosen
     by_strategy = _by_strategy()
     if long_strategy not in by_strategy:
-        raise _with_broken(unknown("--long-strategy", long_strategy, by_strategy))
+        raise _PACKAGE.with_broken(unknown("--long-strategy", long_strategy, by_strategy))
     strategy = by_strategy[long_strategy]
     if chosen is not strategy and chosen is not find_scenario(DEFAULT_SCENARIO):
         raise HarnessError(
@@ -122,23 +96,9 @@ def resolve_scenario(scenario: str, long_strategy: str) -> type[Scenario]:
 
 def scenario_ref(scenario: type[Scenario] | str) -> str:
     """An importable reference to a scenario class, "module:QualName", for a worker process."""
-    cls = find_scenario(scenario) if isinstance(scenario, str) else scenario
-    return f"{cls.__module__}:{cls.__qualname__}"
+    return class_ref(find_scenario(scenario) if isinstance(scenario, str) else scenario)
 
 
 def scenario_class(name_or_ref: str) -> type[Scenario]:
     """The scenario class for a registered name (or alias) or a `scenario_ref`."""
-    return _import_ref(name_or_ref) if ":" in name_or_ref else find_scenario(name_or_ref)
-
-
-def _import_ref(ref: str) -> type[Scenario]:
-    module_name, _, qualname = ref.partition(":")
-    try:
-        target: Any = importlib.import_module(module_name)
-        for part in qualname.split("."):
-            target = getattr(target, part)
-    except (ImportError, AttributeError) as exc:
-        raise HarnessError(f"cannot import scenario {ref}: {exc}") from None
-    if not (isinstance(target, type) and issubclass(target, Scenario)):
-        raise HarnessError(f"{ref} is not a Scenario subclass")
-    return target
+    return import_ref(name_or_ref, Scenario, "scenario") if ":" in name_or_ref else find_scenario(name_or_ref)

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from harness.backends.base import Backend, GenerationResult, LoadInfo
+from harness.plugins import class_path, declared_name, taken_by
 from harness.prompts import PromptTemplate
 from harness.trackers.latency import LatencyStats
 
@@ -99,25 +99,23 @@ class Scenario(ABC):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if "name" not in cls.__dict__:
+        name = declared_name(cls)
+        if name is None:
             return  # an abstract intermediate class, or a subclass reusing its parent's name
-        name = cls.__dict__["name"]
-        if not isinstance(name, str) or not name:
-            raise TypeError(f"{cls.__qualname__}.name must be a non-empty string, got {name!r}")
         # A subclass with its own name declares its own command-line names: inheriting its parent's
         # long_strategy or aliases would make two scenarios answer to one value.
         cls.long_strategy = cls.__dict__.get("long_strategy")
         cls.aliases = tuple(cls.__dict__.get("aliases", ()))
         for taken, kind in ((name, "name"), *((a, "alias") for a in cls.aliases)):
-            other = _holder(taken, lambda c: (c.name, *c.aliases), cls)
+            other = taken_by(REGISTERED, taken, lambda c: (c.name, *c.aliases), cls)
             if other is not None:
-                raise TypeError(f'scenario {kind} "{taken}" of {_where(cls)} is already taken by {_where(other)}')
+                where = f"{class_path(cls)} is already taken by {class_path(other)}"
+                raise TypeError(f'scenario {kind} "{taken}" of {where}')
         if cls.long_strategy is not None:
-            other = _holder(cls.long_strategy, lambda c: (c.long_strategy,), cls)
+            other = taken_by(REGISTERED, cls.long_strategy, lambda c: (c.long_strategy,), cls)
             if other is not None:
-                raise TypeError(
-                    f'--long-strategy "{cls.long_strategy}" of {_where(cls)} is already taken by {_where(other)}'
-                )
+                where = f"{class_path(cls)} is already taken by {class_path(other)}"
+                raise TypeError(f'--long-strategy "{cls.long_strategy}" of {where}')
         REGISTERED[name] = cls
 
     @classmethod
@@ -144,21 +142,6 @@ class Scenario(ABC):
     @abstractmethod
     def run_sample(self, spec: SampleSpec) -> SampleResult:
         """Produce one sample from a clean engine state. Raise on failure: the sample becomes an error row."""
-
-
-def _where(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
-def _holder(
-    value: str, names: Callable[[type[Scenario]], tuple[str | None, ...]], cls: type[Scenario]
-) -> type[Scenario] | None:
-    """The registered scenario, other than `cls`, that answers to `value` (`names(c)` lists c's). The same class
-    defined again (a re-import) is not another: it replaces its earlier definition."""
-    for other in REGISTERED.values():
-        if _where(other) != _where(cls) and value in names(other):
-            return other
-    return None
 
 
 def checked_latency(prompt_ids: list[int], result: GenerationResult) -> LatencyStats:
