@@ -75,6 +75,40 @@ def test_summary_ratios_and_intervals() -> None:
     assert report["harness"]["itl_p99_ms"]["mean"] == 25.0
 
 
+def test_control_arm_measures_the_instruments_own_spread() -> None:
+    harness = [_harness_sample(decode=50.0) for _ in range(4)]
+    bench = [BenchSample(300.0, tg, [300.0], [tg], "abc", []) for tg in (50.0, 50.0, 50.0, 50.0)]
+    control = [BenchSample(300.0, tg, [300.0], [tg], "abc", []) for tg in (40.0, 60.0, 45.0, 55.0)]
+    report = measure.summarize(harness, bench, 3.0, control)
+    aa = report["ratios"]["control_decode"]
+    assert aa["per_round"] == pytest.approx([0.8, 1.2, 0.9, 1.1]) and aa["verdict"] == "inconclusive"
+    assert aa["rounds_needed"] > 4  # a spread of ~18 % per round cannot resolve 3 % in 4 rounds
+    assert report["ratios"]["control_prefill"]["verdict"] == "agrees"
+    assert report["ratios"]["decode"]["rounds_needed"] == 2  # no spread at all: the minimum for an interval
+    assert report["control"]["tg_tok_s"]["mean"] == pytest.approx(50.0)
+    assert "control_decode" not in measure.summarize(harness, bench, 3.0)["ratios"]  # only when asked
+
+
+def test_rounds_needed_follows_the_t_interval() -> None:
+    from scipy import stats
+
+    values = [0.9, 1.1, 0.95, 1.05, 1.0]
+    n = measure.rounds_needed(values, 3.0)
+    assert n is not None
+    sd = float(__import__("numpy").std(values, ddof=1))
+    half = lambda k: stats.t.ppf(0.975, k - 1) * sd / k**0.5  # noqa: E731
+    assert half(n) <= 0.03 < half(n - 1)  # the smallest such n
+    assert measure.rounds_needed([1.0], 3.0) is None
+    assert measure.rounds_needed([0.1, 10.0], 0.001) is None  # beyond MAX_ROUNDS_NEEDED
+
+
+def test_round_order_keeps_the_control_next_to_llama_bench() -> None:
+    assert measure.round_order(0, False) == ("harness", "bench")
+    assert measure.round_order(1, False) == ("bench", "harness")
+    assert measure.round_order(0, True) == ("harness", "bench", "control")
+    assert measure.round_order(1, True) == ("control", "bench", "harness")
+
+
 def _fake_bench(tmp_path: Path) -> Path:
     """A llama-bench stand-in: records its argv, prints one test of the asked kind as JSON."""
     script = tmp_path / "llama-bench"
@@ -132,6 +166,16 @@ def test_rounds_interleave_and_llama_bench_gets_the_harness_settings(
     assert report["ratios"]["decode"]["verdict"] == "agrees"  # 1.02 every round: inside 3 %
     assert any(line.startswith("ratio prefill") and "differs" in line for line in lines)
     assert any(line.startswith("ratio decode") and "agrees" in line for line in lines)
+    assert not any(line.startswith("A/A") for line in lines)
+    (tmp_path / "bench-calls.jsonl").unlink()
+    order.clear()
+    with_control = Settings(model="m", talk="t", threads=2, tokens=16, rounds=2, control=True)
+    report = measure.crosscheck(with_control, tmp_path / "m.gguf", _fake_bench(tmp_path), tmp_path / "run2", 3.0,
+                                echo=lines.append)  # fmt: skip
+    assert order == ["harness", "bench", "bench", "bench", "bench", "harness"]  # 2 llama-bench arms per round
+    assert len((tmp_path / "bench-calls.jsonl").read_text().splitlines()) == 8  # pp and tg, 4 arms
+    assert report["ratios"]["control_decode"]["mean"] == pytest.approx(1.0) and "control" in report["rounds"][0]
+    assert any(line.startswith("A/A   decode") and "agrees" in line for line in lines)
 
 
 def test_a_failing_llama_bench_is_one_line(tmp_path: Path) -> None:

@@ -33,6 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    help="llama-bench --poll (the harness's threadpool polls at 50)")  # fmt: skip
     p.add_argument("--prio", type=int, default=DEFAULT_PRIO, metavar="0-3",
                    help="llama-bench --prio (the harness's threadpool uses 0, normal)")  # fmt: skip
+    p.add_argument("--control", action="store_true",
+                   help="A/A control: llama-bench twice per round (the machine's own spread)")  # fmt: skip
     p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE_PCT, metavar="PCT",
                    help="a ratio agrees when its 95 %% interval lies inside 1 +- PCT/100")  # fmt: skip
     p.add_argument("--llama-bench", type=Path, metavar="PATH", help="llama-bench binary (default: the tools build)")
@@ -85,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
         poll=args.poll,
         prio=args.prio,
         models_file=args.models_file,
+        control=args.control,
     )
     run_dir = args.out / f"{new_run_id()}-crosscheck"
     print(f"crosscheck {entry.id} on {talk}: {args.rounds} rounds, llama-bench {binary}")

@@ -20,6 +20,13 @@ reports a rate per test, not per token, so its ITL is the mean time per token (1
 beside the harness's ITL p50/p99. A round whose harness figure is more than OUTLIER_PCT % from that arm's
 median is listed as an outlier (it still counts: dropping it is the reader's call, with the data).
 
+--control adds an A/A arm: llama-bench's same two tests run a second time in every round, next to the first
+(order harness, llama-bench, control / control, llama-bench, harness), and the ratio control / llama-bench
+gets the same interval. It measures what two runs of one instrument, seconds apart, disagree by on this
+machine: when that interval is wider than the tolerance, no instrument can be shown to agree within it at
+this round count, whatever the harness does. Every ratio also states the rounds its spread would need for
+a +-tolerance interval (Student-t, n from its per-round standard deviation).
+
 Writes <out>/<run id>/crosscheck.json (and keeps each harness run under harness-runs/ there).
 """
 
@@ -66,6 +73,7 @@ class Settings:
     prio: int = DEFAULT_PRIO
     models_file: Path | None = None
     extra_run_args: tuple[str, ...] = ()
+    control: bool = False  # the A/A arm: llama-bench a second time per round
 
 
 @dataclass
@@ -220,6 +228,33 @@ def run_harness(s: Settings, out: Path) -> HarnessSample:
 
 
 # --- the comparison ---------------------------------------------------------------------------------------
+MAX_ROUNDS_NEEDED = 10_000
+
+
+def rounds_needed(values: Sequence[float], tolerance_pct: float, confidence: float = 0.95) -> int | None:
+    """Fewest rounds whose Student-t interval half-width, at the spread of `values`, is within the tolerance.
+
+    Why: an `inconclusive` verdict is only useful with the price of a conclusive one. The half-width of a mean
+    of n ratios is t(n-1) * sd / sqrt(n); the smallest n with half-width <= tolerance is the round count that
+    could resolve +-tolerance around a mean of 1 (a mean off 1 needs more). None: fewer than 2 values, or
+    more than MAX_ROUNDS_NEEDED.
+    """
+    finite_values = [v for v in values if v is not None and math.isfinite(v)]
+    if len(finite_values) < 2:
+        return None
+    from scipy import stats  # deferred: scipy.stats takes about a second to import
+
+    mean = sum(finite_values) / len(finite_values)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in finite_values) / (len(finite_values) - 1))
+    tol = tolerance_pct / 100.0
+    if sd == 0:
+        return 2
+    for n in range(2, MAX_ROUNDS_NEEDED + 1):
+        if float(stats.t.ppf((1 + confidence) / 2, n - 1)) * sd / math.sqrt(n) <= tol:
+            return n
+    return None
+
+
 def verdict(ci: dict[str, Any], tolerance_pct: float) -> str:
     lo, hi, tol = ci.get("lo"), ci.get("hi"), tolerance_pct / 100.0
     if lo is None or hi is None:
@@ -241,7 +276,12 @@ def outliers(values: Sequence[float], pct: float = OUTLIER_PCT) -> list[int]:
     return [i for i, v in enumerate(values) if median > 0 and abs(v / median - 1) * 100 > pct]
 
 
-def summarize(harness: Sequence[HarnessSample], bench: Sequence[BenchSample], tolerance_pct: float) -> dict[str, Any]:
+def summarize(
+    harness: Sequence[HarnessSample],
+    bench: Sequence[BenchSample],
+    tolerance_pct: float,
+    control: Sequence[BenchSample] = (),
+) -> dict[str, Any]:
     from harness.scoring.stats import t_interval
 
     def ci(values: Sequence[float | None]) -> dict[str, Any]:
@@ -254,10 +294,18 @@ def summarize(harness: Sequence[HarnessSample], bench: Sequence[BenchSample], to
         "engine_prefill": [h.engine_prefill_tok_s / b.pp_tok_s for h, b in pairs if h.engine_prefill_tok_s],
         "engine_decode": [h.engine_decode_tok_s / b.tg_tok_s for h, b in pairs if h.engine_decode_tok_s],
     }
+    if control:
+        ratios["control_prefill"] = [c.pp_tok_s / b.pp_tok_s for c, b in zip(control, bench, strict=True)]
+        ratios["control_decode"] = [c.tg_tok_s / b.tg_tok_s for c, b in zip(control, bench, strict=True)]
     out: dict[str, Any] = {"tolerance_pct": tolerance_pct, "ratios": {}}
     for name, values in ratios.items():
         interval = ci(values)
-        out["ratios"][name] = {**interval, "per_round": values, "verdict": verdict(interval, tolerance_pct)}
+        out["ratios"][name] = {
+            **interval,
+            "per_round": values,
+            "verdict": verdict(interval, tolerance_pct),
+            "rounds_needed": rounds_needed(values, tolerance_pct),
+        }
     out["harness"] = {
         "prefill_tok_s": ci([h.prefill_tok_s for h in harness]),
         "ttft_s": ci([h.ttft_s for h in harness]),
@@ -272,6 +320,11 @@ def summarize(harness: Sequence[HarnessSample], bench: Sequence[BenchSample], to
         "tg_tok_s": ci([b.tg_tok_s for b in bench]),
         "ms_per_token": ci([1000.0 / b.tg_tok_s for b in bench]),  # its only per-token figure: a mean
     }
+    if control:
+        out["control"] = {
+            "pp_tok_s": ci([c.pp_tok_s for c in control]),
+            "tg_tok_s": ci([c.tg_tok_s for c in control]),
+        }
     out["noisy_rounds"] = [i for i, h in enumerate(harness) if h.noisy]
     out["outlier_rounds"] = {
         "harness_prefill": outliers([h.prefill_tok_s for h in harness]),
@@ -280,6 +333,14 @@ def summarize(harness: Sequence[HarnessSample], bench: Sequence[BenchSample], to
         "llama_bench_tg": outliers([b.tg_tok_s for b in bench]),
     }
     return out
+
+
+def round_order(r: int, control: bool) -> tuple[str, ...]:
+    """The arms of round r: round 0 starts with the harness (it gives the depth), later rounds alternate; the
+    control arm sits next to llama-bench's first run, so that the A/A pair is as far apart in time as the
+    harness / llama-bench pair."""
+    arms = ("harness", "bench", "control") if control else ("harness", "bench")
+    return arms if r % 2 == 0 else arms[::-1]
 
 
 def crosscheck(
@@ -295,13 +356,12 @@ def crosscheck(
         raise HarnessError("--rounds must be 1 or more (2 or more for a confidence interval)")
     harness: list[HarnessSample] = []
     bench: list[BenchSample] = []
+    control: list[BenchSample] = []
     depth: int | None = None
     t0 = time.perf_counter()
     for r in range(s.rounds):
-        # Round 0 must start with the harness (it gives the depth); later rounds alternate which arm goes first.
-        first_harness = r % 2 == 0
         h: HarnessSample | None = None
-        for arm in ("harness", "bench") if first_harness else ("bench", "harness"):
+        for arm in round_order(r, s.control):
             if arm == "harness":
                 h = run_harness(s, run_dir / "harness-runs")
                 if depth is None:
@@ -312,17 +372,18 @@ def crosscheck(
             else:
                 reference = h or harness[-1]
                 assert depth is not None
-                bench.append(run_bench(bench_binary, gguf, s, depth, reference))
+                (bench if arm == "bench" else control).append(run_bench(bench_binary, gguf, s, depth, reference))
         hb, bb = harness[-1], bench[-1]
         echo(
             f"round {r + 1}/{s.rounds}: harness prefill {hb.prefill_tok_s:.1f} decode {hb.decode_tok_s:.2f} tok/s "
             f"(engine {_f(hb.engine_decode_tok_s, '.2f')}) | llama-bench pp{depth} {bb.pp_tok_s:.1f} "
             f"tg{s.tokens}@d{depth} {bb.tg_tok_s:.2f} tok/s"
+            + (f" | control pp {control[-1].pp_tok_s:.1f} tg {control[-1].tg_tok_s:.2f}" if s.control else "")
         )
         if r == 0 and s.rounds > 1:
             per_round = time.perf_counter() - t0
             echo(f"   ~{per_round:.0f} s per round, ~{per_round * (s.rounds - 1) / 60:.1f} min to go")
-    report = summarize(harness, bench, tolerance_pct)
+    report = summarize(harness, bench, tolerance_pct, control)
     first = harness[0]
     report["settings"] = {
         **{k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(s).items()},
@@ -337,7 +398,10 @@ def crosscheck(
         "llama_bench_commands": bench[0].command,
         "harness_command": harness_command(s, run_dir / "harness-runs"),
     }
-    report["rounds"] = [{"harness": asdict(h), "llama_bench": asdict(b)} for h, b in zip(harness, bench, strict=True)]
+    report["rounds"] = [
+        {"harness": asdict(h), "llama_bench": asdict(b), **({"control": asdict(control[i])} if control else {})}
+        for i, (h, b) in enumerate(zip(harness, bench, strict=True))
+    ]
     report["elapsed_s"] = round(time.perf_counter() - t0, 1)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / CROSSCHECK_JSON).write_text(json.dumps(report, indent=2), encoding="utf-8")
@@ -358,6 +422,13 @@ def _ci(d: dict[str, Any], spec: str) -> str:
     return f"{d['mean']:{spec}} [{d['lo']:{spec}}, {d['hi']:{spec}}]"
 
 
+def _needed(ratio: dict[str, Any], tol: float) -> str:
+    if ratio.get("verdict") == "agrees" or ratio.get("n", 0) < 2:
+        return ""
+    n = ratio.get("rounds_needed")
+    return f"; +-{tol:g} % needs {'> ' + str(MAX_ROUNDS_NEEDED) if n is None else '~' + str(n)} rounds at this spread"
+
+
 def format_report(report: dict[str, Any]) -> list[str]:
     s, h, b, tol = report["settings"], report["harness"], report["llama_bench"], report["tolerance_pct"]
     lines = [
@@ -372,7 +443,17 @@ def format_report(report: dict[str, Any]) -> list[str]:
     ]
     for name, label in (("prefill", "prefill"), ("decode", "decode"), ("engine_decode", "engine decode counter")):
         r = report["ratios"][name]
-        lines.append(f"ratio {label:<22} harness / llama-bench {_ci(r, '.3f')} -> {r['verdict']} (tolerance {tol:g} %)")
+        lines.append(
+            f"ratio {label:<22} harness / llama-bench {_ci(r, '.3f')} -> {r['verdict']} (tolerance {tol:g} %)"
+            + _needed(r, tol)
+        )
+    for name, label in (("control_prefill", "prefill"), ("control_decode", "decode")):
+        r = report["ratios"].get(name)
+        if r is not None:
+            lines.append(
+                f"A/A   {label:<22} llama-bench / llama-bench {_ci(r, '.3f')} -> {r['verdict']} "
+                f"(the machine's own run-to-run spread)" + _needed(r, tol)
+            )
     if report.get("noisy_rounds"):
         rounds = ", ".join(str(i + 1) for i in report["noisy_rounds"])
         lines.append(f"noisy: the harness flagged round(s) {rounds} (other processes on its cores): not representative")
