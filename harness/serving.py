@@ -38,7 +38,7 @@ from harness.models.registry import ModelEntry
 from harness.prompts import PromptTemplate
 from harness.scenarios.summarize import SummarizeConfig, SummarizeScenario
 from harness.servers import ManagedServer, ServerSettings, server_class, server_names
-from harness.servers.base import exit_description, local_server_pid
+from harness.servers.base import exit_description, exit_signal, local_server_pid
 
 Printer = Callable[[str], None]
 # The backend that talks to a server, by its registered name (harness.backends.openai_http): served models run
@@ -208,6 +208,13 @@ class Serving:
             f"server {served.server.name} (pid {served.pid}) {exit_description(process.returncode)}: "
             f"{served.server.log_tail(1)}"
         )
+
+    @staticmethod
+    def server_signal(served: ServedModel | None) -> str | None:
+        """The signal that killed a managed server that has exited, else None."""
+        if served is None or served.server is None or served.server.process is None:
+            return None
+        return exit_signal(served.server.process.returncode)
 
     def finish(
         self,

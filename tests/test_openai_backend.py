@@ -161,15 +161,18 @@ def test_completion_style_posts_the_whole_prompt() -> None:
 
 
 # --- failures: one line each, never a traceback ----------------------------------------------------
-def _failing(reply: Reply) -> str:
+def _failure(reply: Reply) -> RequestError:
     routes = {("GET", "/v1/models"): LLAMA_SERVER_MODELS, ("POST", "/v1/chat/completions"): reply}
     with fake_server(routes) as server:
         backend = backend_for(server.url, timeout_s=2.0)
         with pytest.raises(RequestError) as info:
             generate(backend)
-    message = str(info.value)
-    assert "\n" not in message
-    return message
+    assert "\n" not in str(info.value)
+    return info.value
+
+
+def _failing(reply: Reply) -> str:
+    return str(_failure(reply))
 
 
 def test_http_error_carries_the_servers_message() -> None:
@@ -184,8 +187,13 @@ def test_server_error_500_with_plain_text() -> None:
 
 
 def test_stream_cut_mid_generation() -> None:
-    message = _failing(Reply(lines=recorded("llama_server_chat.sse"), cut_after=6))
-    assert "stream cut" in message or "mid-generation" in message
+    failure = _failure(Reply(lines=recorded("llama_server_chat.sse"), cut_after=6))
+    assert "stream cut" in str(failure) or "mid-generation" in str(failure)
+    assert failure.lost_connection  # the parent waits for a managed server's own exit before naming the cause
+
+
+def test_an_answered_error_is_not_a_lost_connection() -> None:
+    assert not _failure(Reply(status=500, content_type="text/plain", body="model crashed")).lost_connection
 
 
 def test_stream_that_ends_without_finishing() -> None:

@@ -91,6 +91,15 @@ def test_exception_in_one_sample_is_an_error_row_only(
     assert "dummy failure" in df.iloc[0]["error"]
 
 
+def test_only_a_real_signal_gets_the_crash_explanation(write_models, dummy_model_file: Path, tmp_path: Path) -> None:
+    # An error whose text mentions a signal is not a worker killed by one: the row keeps the backend's own
+    # words, with no phase or repack advice appended (those come from the worker's exit status only).
+    models = _models(write_models, dummy_model_file, talky={"raise_at_call": 2, "raise_message": "got signal 11"})
+    _, errors, df = _run(models, tmp_path, ["talky"])
+    assert errors == 1
+    assert df["error"].iloc[0] == "RuntimeError: got signal 11 at call 2"
+
+
 def test_dummy_latency_matches_its_known_rate(write_models, dummy_model_file: Path, tmp_path: Path) -> None:
     models = _models(write_models, dummy_model_file, rate={"tok_per_s": 100})
     _, _, df = _run(models, tmp_path, ["rate"], min_new_tokens=8)

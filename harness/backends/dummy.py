@@ -36,6 +36,7 @@ class DummyFlags(BackendFlags):
     sample_alloc_mb: Annotated[float, Field(ge=0)] = 0.0  # MiB more during each generation
     kill_at_call: Annotated[int, Field(ge=1)] | None = None  # SIGKILL itself at this generate() call
     raise_at_call: Annotated[int, Field(ge=1)] | None = None  # raise RuntimeError at this call
+    raise_message: str = "dummy failure"  # the RuntimeError's text (the call number is appended)
 
 
 class DummyBackend(Backend):
@@ -49,6 +50,7 @@ class DummyBackend(Backend):
         self.sample_alloc_mb = flags.sample_alloc_mb
         self.kill_at_call = flags.kill_at_call
         self.raise_at_call = flags.raise_at_call
+        self.raise_message = flags.raise_message
         self.calls = 0
         self._resident = _touched(flags.alloc_mb)
         return LoadInfo(provider="dummy", n_ctx=self.options.n_ctx, model_files=[self.model_path], mmap=False)
@@ -61,7 +63,7 @@ class DummyBackend(Backend):
         if self.kill_at_call is not None and self.calls == int(self.kill_at_call):
             os.kill(os.getpid(), signal.SIGKILL)
         if self.raise_at_call is not None and self.calls == int(self.raise_at_call):
-            raise RuntimeError(f"dummy failure at call {self.calls}")
+            raise RuntimeError(f"{self.raise_message} at call {self.calls}")
         spike = _touched(self.sample_alloc_mb) if self.sample_alloc_mb else None
         n = min(request.max_new_tokens, len(OUTPUT)) if not request.min_new_tokens else request.max_new_tokens
         ids, times = [], []

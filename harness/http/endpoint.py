@@ -68,7 +68,12 @@ class EndpointConfig(BackendFlags):
 
 
 class RequestError(RuntimeError):
-    """One request failed (refused, HTTP error, cut stream, unreadable answer): the sample becomes an error row."""
+    """One request failed (refused, HTTP error, cut stream, unreadable answer): the sample becomes an error row.
+    `lost_connection`: the connection itself failed (refused, reset, cut mid-stream), not the server's answer."""
+
+    def __init__(self, message: str, lost_connection: bool = False) -> None:
+        super().__init__(message)
+        self.lost_connection = lost_connection
 
 
 # --- requests -------------------------------------------------------------------------------------------
@@ -178,12 +183,13 @@ def one_line(exc: BaseException) -> str:
 
 def http_failure(exc: httpx.HTTPError, config: EndpointConfig) -> RequestError:
     if isinstance(exc, httpx.ConnectError):
-        return RequestError(f"connection to {config.root} failed ({one_line(exc)}): server not running?")
+        message = f"connection to {config.root} failed ({one_line(exc)}): server not running?"
+        return RequestError(message, lost_connection=True)
     if isinstance(exc, httpx.TimeoutException):
         return RequestError(f"request timed out ({type(exc).__name__}, limit {config.timeout_s:g} s)")
     if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError)):
-        return RequestError(f"stream cut mid-generation: {one_line(exc)}")
-    return RequestError(one_line(exc))
+        return RequestError(f"stream cut mid-generation: {one_line(exc)}", lost_connection=True)
+    return RequestError(one_line(exc), lost_connection=isinstance(exc, httpx.TransportError))
 
 
 # --- the server's identity ----------------------------------------------------------------------------

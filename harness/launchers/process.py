@@ -24,7 +24,12 @@ from harness.launchers.worker import WorkerJob, worker_main
 
 
 class WorkerDied(RuntimeError):
-    """The worker vanished (crash, kill, OOM) or stopped answering within a deadline."""
+    """The worker vanished (crash, kill, OOM) or stopped answering within a deadline. `signal_name`: the
+    signal that killed it (SIGSEGV, SIGKILL...), None when it exited on its own."""
+
+    def __init__(self, message: str, signal_name: str | None = None) -> None:
+        super().__init__(message)
+        self.signal_name = signal_name
 
 
 class Launcher(Protocol):
@@ -76,15 +81,15 @@ class ProcessLauncher:
                 try:
                     return self._parent.recv()
                 except EOFError:
-                    raise WorkerDied(self._death_reason()) from None
+                    raise self._death() from None
             if not self.process.is_alive():
                 if self._parent.poll(0):  # drain anything sent just before exit
                     continue
-                raise WorkerDied(self._death_reason())
+                raise self._death()
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"no answer from the worker within {timeout_s:g} s")
 
-    def _death_reason(self) -> str:
+    def _death(self) -> WorkerDied:
         self.process.join(timeout=5)
         code = self.process.exitcode
         if code is not None and code < 0:
@@ -92,8 +97,8 @@ class ProcessLauncher:
                 name = signal.Signals(-code).name
             except ValueError:
                 name = str(-code)
-            return f"worker process killed by signal {name}"
-        return f"worker process exited with code {code}"
+            return WorkerDied(f"worker process killed by signal {name}", signal_name=name)
+        return WorkerDied(f"worker process exited with code {code}")
 
     def kill(self) -> None:
         if self.process.is_alive():

@@ -74,6 +74,9 @@ class SampleDone:
 class SampleFailed:
     index: int
     message: str
+    # The backend lost its connection (refused, cut stream): for a managed server, the parent then waits a
+    # moment for the server's own exit, which names the cause better than the client's error.
+    lost_connection: bool = False
 
 
 @dataclass(frozen=True)

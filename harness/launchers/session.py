@@ -45,7 +45,12 @@ def in_process_launcher(job: WorkerJob) -> Launcher:
 
 
 class SessionFailed(RuntimeError):
-    """The worker could not be started, loaded or warmed up; the message is for every remaining row."""
+    """The worker could not be started, loaded or warmed up; the message is for every remaining row.
+    `signal_name`: the signal that killed the worker, when one did."""
+
+    def __init__(self, message: str, signal_name: str | None = None) -> None:
+        super().__init__(message)
+        self.signal_name = signal_name
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,8 @@ class SampleOutcome:
     result: SampleResult | None  # None = failed
     error: str = ""
     columns: dict[str, Any] = field(default_factory=dict)  # trackers' columns for the sample window
+    signal_name: str | None = None  # the signal that killed the worker during the sample
+    lost_connection: bool = False  # the backend's connection failed (a managed server may have died)
 
 
 @dataclass
@@ -83,6 +90,7 @@ class WorkerSession:
         # The process the trackers watch: the worker, or the server it drives (harness run --via).
         self.watch_pid = watch_pid
         self.dead: str | None = None  # why the worker is gone, once it is
+        self.dead_signal: str | None = None  # the signal that killed it, when one did
         self.timed_out: str | None = None  # set (to the row's message) when the watchdog killed it
         self.phase = "start"  # start, load, warm-up, sample: where a dying worker was (named in its rows)
 
@@ -119,7 +127,7 @@ class WorkerSession:
     def run(self, spec: SampleSpec, timeout_s: float | None = None) -> SampleOutcome:
         """One sample, with every tracker's window around it."""
         if self.dead:
-            return SampleOutcome(spec, None, self.dead)
+            return SampleOutcome(spec, None, self.dead, signal_name=self.dead_signal)
         self.phase = "sample"
         self._window_start("sample")
         self.launcher.send(RunSample(spec))
@@ -130,8 +138,8 @@ class WorkerSession:
             return self._kill_timed_out(spec, timeout_s)
         except WorkerDied as exc:
             self._window_stop(None)
-            self.dead = str(exc)
-            return SampleOutcome(spec, None, self.dead)
+            self.dead, self.dead_signal = str(exc), exc.signal_name
+            return SampleOutcome(spec, None, self.dead, signal_name=exc.signal_name)
         if isinstance(msg, SampleDone) and overran(timeout_s, time.monotonic() - t0, msg.result.latency.e2e_s):
             # A stalled worker that recovered: its figures would be fiction, and it may stall again.
             return self._kill_timed_out(spec, timeout_s)
@@ -139,7 +147,7 @@ class WorkerSession:
             return SampleOutcome(spec, msg.result, "", self._window_stop(msg.result))
         self._window_stop(None)
         if isinstance(msg, SampleFailed):
-            return SampleOutcome(spec, None, msg.message)
+            return SampleOutcome(spec, None, msg.message, lost_connection=msg.lost_connection)
         if isinstance(msg, Fatal):
             self.dead = msg.message
             return SampleOutcome(spec, None, msg.message)
@@ -164,8 +172,8 @@ class WorkerSession:
         try:
             msg: FromWorker = self.launcher.recv(timeout_s)
         except WorkerDied as exc:
-            self.dead = str(exc)
-            raise SessionFailed(self.dead) from None
+            self.dead, self.dead_signal = str(exc), exc.signal_name
+            raise SessionFailed(self.dead, exc.signal_name) from None
         except TimeoutError:
             self.launcher.kill()
             self.dead = phase_timeout_message(phase, timeout_s or 0.0)

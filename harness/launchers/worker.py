@@ -130,7 +130,9 @@ def _serve(conn: Connection, job: WorkerJob) -> None:
             try:
                 result = scenario.run_sample(msg.spec)
             except Exception as exc:
-                conn.send(SampleFailed(msg.spec.index, one_line(exc)))
+                # Backends' request errors say whether the connection itself failed (harness.http.RequestError).
+                lost = getattr(exc, "lost_connection", False) is True
+                conn.send(SampleFailed(msg.spec.index, one_line(exc), lost_connection=lost))
             else:
                 conn.send(SampleDone(result))
         else:

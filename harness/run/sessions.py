@@ -111,7 +111,7 @@ class Sessions:
             else:
                 session.open(None, 0)
         except SessionFailed as exc:
-            message = self.explain_death(run, str(exc), session.phase)
+            message = self.explain_death(run, str(exc), session.phase, exc.signal_name)
             self.echo.worker_failed(message)
             run.failed = message
             return
@@ -151,7 +151,8 @@ class Sessions:
         spec = SampleSpec(item.seq, item.talk.id, item.repeat, item.talk.text)
         outcome = run.session.run(spec, timeout_s=self.sample_timeout(run))
         if outcome.result is None:
-            outcome = replace(outcome, error=self.explain_death(run, outcome.error, "sample"))
+            error = self.explain_death(run, outcome.error, "sample", outcome.signal_name, outcome.lost_connection)
+            outcome = replace(outcome, error=error)
         return outcome
 
     def after_sample(self, run: ModelRun, outcome: SampleOutcome) -> None:
@@ -185,19 +186,20 @@ class Sessions:
             n_ctx = prepared.job.options.n_ctx  # before the load (the warm-up deadline): the requested one
         return default_sample_timeout(run.config["max_new_tokens"], n_ctx)
 
-    def explain_death(self, run: ModelRun, message: str, phase: str) -> str:
+    def explain_death(
+        self, run: ModelRun, message: str, phase: str, signal_name: str | None = None, lost_connection: bool = False
+    ) -> str:
         """A worker or server that died: the phase it died in, a managed server's own exit (not the client's
-        network error), and what the repack self-check knows."""
+        network error), and what the repack self-check knows about a signal while repack was on."""
         prepared = run.prepared
         served = prepared.served if prepared is not None else None
         if served is not None:
             # A request cut by a dying server: give the server up to 1 s to be reaped, so its own exit is
             # reported. Other failures (a server that answered with an error) must not wait on a live server.
-            cut = any(k in message for k in ("RequestError", "onnect", "closed", "stream cut", "isconnected"))
-            gone = self.serving.check_alive(served, wait_s=1.0 if cut else 0.0)
+            gone = self.serving.check_alive(served, wait_s=1.0 if lost_connection else 0.0)
             if gone is not None:
-                message = gone
-        if "signal" not in message:
+                message, signal_name = gone, self.serving.server_signal(served)
+        if signal_name is None:
             return message
         repack = prepared.ctx.base.get("repack") if prepared is not None else None
         return self.engine.explain(f"{message} during {phase}", repack)

@@ -52,14 +52,20 @@ class ServerSettings:
     request_timeout_s: float = 300.0
 
 
+def exit_signal(code: int | None) -> str | None:
+    """The signal's name (SIGSEGV) for a Popen return code of a process a signal killed, else None."""
+    if code is None or code >= 0:
+        return None
+    try:
+        return signal.Signals(-code).name
+    except ValueError:
+        return str(-code)
+
+
 def exit_description(code: int | None) -> str:
     """'was killed by signal SIGSEGV' / 'exited with code 1' for a Popen return code."""
-    if code is not None and code < 0:
-        try:
-            return f"was killed by signal {signal.Signals(-code).name}"
-        except ValueError:
-            return f"was killed by signal {-code}"
-    return f"exited with code {code}"
+    name = exit_signal(code)
+    return f"was killed by signal {name}" if name is not None else f"exited with code {code}"
 
 
 def free_port() -> int:
