@@ -4,6 +4,7 @@ line, exit 2, no traceback, nothing written; a report with such values renders, 
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
 from collections.abc import Callable
@@ -108,9 +109,8 @@ def test_quality_plot_labels_are_printed_as_typed(label: str) -> None:
     assert png is not None and png.startswith(b"\x89PNG")
 
 
-def test_resume_refuses_a_row_that_is_not_in_the_plan(dummy_models: Callable[..., Path], tmp_path: Path) -> None:
-    import csv
-
+def _interrupted_run(dummy_models: Callable[..., Path], tmp_path: Path) -> tuple[Path, list[dict[str, str]]]:
+    """A complete 2-sample dummy run marked `interrupted` (so --resume takes it), and its results.csv rows."""
     done = run_cli(*run_args(dummy_models(m={}), tmp_path / "out", "m"))
     assert done.returncode == 0, done.explain()
     run_dir = done.run_dir
@@ -118,7 +118,11 @@ def test_resume_refuses_a_row_that_is_not_in_the_plan(dummy_models: Callable[...
     record["status"] = "interrupted"
     (run_dir / "run.json").write_text(json.dumps(record), encoding="utf-8")
     with (run_dir / "results.csv").open(encoding="utf-8", newline="") as fh:
-        rows = list(csv.DictReader(fh))
+        return run_dir, list(csv.DictReader(fh))
+
+
+def test_resume_refuses_a_row_that_is_not_in_the_plan(dummy_models: Callable[..., Path], tmp_path: Path) -> None:
+    run_dir, rows = _interrupted_run(dummy_models, tmp_path)
     extra = {**rows[-1], "sample_seq": "7"}  # a 3rd row for a plan of 2 samples
     with (run_dir / "results.csv").open("a", encoding="utf-8", newline="") as fh:
         csv.DictWriter(fh, fieldnames=list(rows[0])).writerow(extra)
@@ -136,16 +140,7 @@ def test_resume_refuses_a_planned_row_that_holds_another_talk(
     """sample_seq 0 is planned, but the edited row holds a talk the plan never had at that position: refused
     up front with one line naming the row and the fix, before the run directory is touched (run.json keeps its
     `interrupted`, results.csv its bytes)."""
-    import csv
-
-    done = run_cli(*run_args(dummy_models(m={}), tmp_path / "out", "m"))
-    assert done.returncode == 0, done.explain()
-    run_dir = done.run_dir
-    record = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
-    record["status"] = "interrupted"
-    (run_dir / "run.json").write_text(json.dumps(record), encoding="utf-8")
-    with (run_dir / "results.csv").open(encoding="utf-8", newline="") as fh:
-        rows = list(csv.DictReader(fh))
+    run_dir, rows = _interrupted_run(dummy_models, tmp_path)
     rows = [{**rows[0], "talk_id": "ant-codefuse"}]  # one row kept (the 2nd sample is "still to run"), edited
     with (run_dir / "results.csv").open("w", encoding="utf-8", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
