@@ -28,6 +28,17 @@ from types import FrameType
 HANDLED = (signal.SIGINT, signal.SIGTERM)
 
 
+def exit_signal(code: int | None) -> str | None:
+    """The signal's name (SIGSEGV) for the exit code of a child a signal killed (multiprocessing's `exitcode`,
+    Popen's `returncode`: minus the signal number), else None. Workers and servers report their deaths with it."""
+    if code is None or code >= 0:
+        return None
+    try:
+        return signal.Signals(-code).name
+    except ValueError:
+        return str(-code)
+
+
 class RunInterrupted(BaseException):  # like KeyboardInterrupt: a stop request, not an error
     """Raised in the main thread when SIGINT or SIGTERM arrives during a run."""
 

@@ -24,6 +24,7 @@ from harness.backends.llama_cpp import LlamaCppBackend
 from harness.corpus import Talk
 from harness.errors import HarnessError
 from harness.http import EndpointConfig
+from harness.interrupts import exit_signal
 from harness.load import (
     DEFAULT_SLO,
     LoadClient,
@@ -38,7 +39,7 @@ from harness.models.registry import ModelEntry
 from harness.prompts import PromptTemplate
 from harness.scenarios.summarize import SummarizeConfig, SummarizeScenario
 from harness.servers import ManagedServer, ServerSettings, server_class, server_names
-from harness.servers.base import exit_description, exit_signal, local_server_pid
+from harness.servers.base import exit_description, local_server_pid
 
 Printer = Callable[[str], None]
 # The backend that talks to a server, by its registered name (harness.backends.openai_http): served models run

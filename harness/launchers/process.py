@@ -13,12 +13,11 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import os
-import signal
 import threading
 import time
 from typing import Protocol
 
-from harness.interrupts import signals_blocked, signals_deferred
+from harness.interrupts import exit_signal, signals_blocked, signals_deferred
 from harness.launchers.protocol import FromWorker, Stop, ToWorker
 from harness.launchers.worker import WorkerJob, worker_main
 
@@ -92,11 +91,8 @@ class ProcessLauncher:
     def _death(self) -> WorkerDied:
         self.process.join(timeout=5)
         code = self.process.exitcode
-        if code is not None and code < 0:
-            try:
-                name = signal.Signals(-code).name
-            except ValueError:
-                name = str(-code)
+        name = exit_signal(code)
+        if name is not None:
             return WorkerDied(f"worker process killed by signal {name}", signal_name=name)
         return WorkerDied(f"worker process exited with code {code}")
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
 import subprocess
 import time
@@ -28,6 +27,7 @@ import httpx
 from harness import safefs
 from harness.errors import HarnessError
 from harness.http import EndpointConfig, ServerKind
+from harness.interrupts import exit_signal
 
 REGISTERED: dict[str, type[ManagedServer]] = {}
 
@@ -50,16 +50,6 @@ class ServerSettings:
     parallel: int = 1
     ready_timeout_s: float = 120.0
     request_timeout_s: float = 300.0
-
-
-def exit_signal(code: int | None) -> str | None:
-    """The signal's name (SIGSEGV) for a Popen return code of a process a signal killed, else None."""
-    if code is None or code >= 0:
-        return None
-    try:
-        return signal.Signals(-code).name
-    except ValueError:
-        return str(-code)
 
 
 def exit_description(code: int | None) -> str:
